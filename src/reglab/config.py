@@ -1,0 +1,353 @@
+"""Typed experiment configs: YAML file + key=value overrides, validated, hashed.
+
+A config is the whole statement of one run. Its canonical form (sorted keys, defaults filled
+in, fields that do not change the numbers removed) is hashed; the hash names the run directory,
+so the same experiment always lands in the same place and a finished one is never redone.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Strict):
+    """A seeded teacher network labels Gaussian inputs (needs no files)."""
+
+    n_train: int = Field(2048, ge=1)
+    n_test: int = Field(1024, ge=1)
+    dim: int = Field(20, ge=1)
+    classes: int = Field(4, ge=2)
+    teacher_width: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    dataset: str = "digits"
+    dir: str | None = None
+    """Data directory; None means --data-dir, then $REGLAB_DATA, then the user cache."""
+    binary_pair: tuple[int, int] | None = None
+    """Keep two classes; the first becomes target -1, the second +1 (one output, MSE)."""
+    per_class: int | None = Field(None, ge=1)
+    """Training subset: the first `per_class` images of each class in a seeded permutation."""
+    subset_seed: int = 42
+    rest_as_validation: bool = False
+    """With per_class: every training image not in the subset forms the validation set."""
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    val_size: int | None = Field(None, ge=1)
+    split_seed: int = 42
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of training labels flipped (after the split; never validation or test)."""
+    noise_seed: int | None = None
+    """Seed of the label flips; None uses the run seed."""
+    normalize: Literal["dataset", "none", "custom"] = "dataset"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    augment: bool = False
+    """Random crop (padding 4) and horizontal flip, batched on the device (images only)."""
+    train_limit: int | None = Field(None, ge=1)
+    test_limit: int | None = Field(None, ge=1)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.val_size is not None and self.val_fraction > 0:
+            raise ValueError("give val_fraction or val_size, not both")
+        if self.normalize == "custom" and (self.mean is None or self.std is None):
+            raise ValueError("normalize=custom needs data.mean and data.std")
+        if self.rest_as_validation and self.per_class is None:
+            raise ValueError("rest_as_validation needs per_class")
+        return self
+
+
+class ModelConfig(_Strict):
+    name: str = "mlp"
+    widths: list[int] | None = None
+    """MLPs: every layer width, input and output included, e.g. [784, 128, 128, 10]."""
+    bias: bool = True
+    batch_norm: bool = False
+    activation: Literal["relu", "gelu", "tanh", "leaky_relu", "identity"] = "relu"
+    init: Literal["default", "kaiming", "he_normal_conv"] = "default"
+    init_scale: float = Field(1.0, gt=0)
+    """Multiply every parameter by this after init (study 1's init scaling)."""
+    init_norm: float | None = Field(None, gt=0)
+    """Rescale each weight layer to Frobenius norm init_norm after init."""
+    weight_norm: bool = False
+    """PaperWN: W = g V/||V||_F with one scalar g per weight layer."""
+    wn_g0: float | None = None
+    """PaperWN initial g; None initialises g to the layer's ||W||_F."""
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs name=sgd and momentum > 0")
+        return self
+
+
+class LRScheduleConfig(_Strict):
+    name: Literal["constant", "cosine", "multistep", "exponential"] = "constant"
+    eta_min: float = Field(0.0, ge=0)
+    milestones: list[int] = Field(default_factory=list)
+    """multistep: epochs (or iterations when unit=iteration) where lr is multiplied by gamma."""
+    gamma: float = Field(0.1, gt=0)
+    unit: Literal["epoch", "iteration"] = "epoch"
+    """How often the schedule steps."""
+
+
+class EarlyStoppingConfig(_Strict):
+    patience: int | None = Field(None, ge=1)
+    """Evaluations without improvement before stopping; None disables early stopping."""
+    metric: Literal["val_loss", "val_acc"] = "val_loss"
+    min_delta: float = Field(0.0, ge=0)
+    restore_best: bool = True
+
+
+class TrainConfig(_Strict):
+    batch_size: int = Field(128, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    iterations: int | None = Field(None, ge=1)
+    loss: Literal["auto", "cross_entropy", "mse"] = "auto"
+    """auto: MSE on +-1 targets for binary tasks, cross-entropy otherwise."""
+    eval_every: int = Field(1, ge=1)
+    eval_unit: Literal["epoch", "iteration"] = "epoch"
+    eval_batch_size: int = Field(4096, ge=1)
+    eval_train_limit: int | None = Field(None, ge=1)
+    """Evaluate training metrics on the first N training examples only (None: all)."""
+    log_every: int = Field(1, ge=1)
+    """Per-step metrics are written every log_every steps."""
+    checkpoint_every: int = Field(1, ge=1)
+    """Write the resume checkpoint every this many evaluations."""
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        if self.epochs is not None and self.iterations is not None:
+            raise ValueError("give train.epochs or train.iterations, not both")
+        if self.epochs is None and self.iterations is None:
+            self.epochs = 10
+        return self
+
+
+class ScheduleConfig(_Strict):
+    """A lambda schedule; extra keys are the schedule's own options, checked by its class."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "constant"
+
+
+class RegularizerConfig(_Strict):
+    """One regularizer: its name, strength, lambda schedule and its own options."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str
+    lam: float = Field(0.0, ge=0)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    roles: list[Literal["weight", "bias", "norm"]] = Field(default_factory=lambda: ["weight"])
+    """Which parameters the regularizer acts on (where it acts on parameters at all)."""
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    """A label for the run or sweep; not part of the run's identity."""
+    seed: int = 0
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."""
+    output: str = "runs"
+    """Results root; each run gets output/<hash>/."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    regularizers: list[RegularizerConfig] = Field(default_factory=list)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        ok = v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+# Fields that do not change a run's numbers, so they are left out of its identity.
+# (device is left out on purpose: a run resumed on another machine is the same experiment.)
+NON_IDENTITY_FIELDS = ("name", "output", "device", "data.dir", "train.progress")
+
+
+def _drop(d: dict, dotted: str) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.get(p, {})
+    d.pop(parts[-1], None)
+
+
+def canonical_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain JSON data with every default filled in, identity fields only."""
+    d = cfg.model_dump(mode="json")
+    for f in NON_IDENTITY_FIELDS:
+        _drop(d, f)
+    return d
+
+
+def config_hash(cfg: RunConfig) -> str:
+    blob = json.dumps(canonical_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: YAML scalars and flow lists/maps (`0.1`, `[784,128,10]`, `true`)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(d: dict, key: str, value: Any) -> None:
+    """Set d[a][b][c] for key 'a.b.c'; list items by index ('regularizers.0.lam')."""
+    parts = key.split(".")
+    node: Any = d
+    for i, p in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(node, list):
+            idx = _index(p, node, ".".join(parts[: i + 1]))
+            node = node[idx]
+            continue
+        if p not in node or node[p] is None:
+            node[p] = [] if nxt.isdigit() else {}
+        node = node[p]
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = _index(last, node, key, allow_append=True)
+        if idx == len(node):
+            node.append(value)
+        else:
+            node[idx] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(key, f"{'.'.join(parts[:-1])} is not a mapping")
+
+
+def _index(p: str, node: list, where: str, allow_append: bool = False) -> int:
+    if not p.isdigit():
+        raise ConfigError(where, "expected a list index")
+    idx = int(p)
+    limit = len(node) + (1 if allow_append else 0)
+    if idx >= limit:
+        raise ConfigError(where, f"index {idx} out of range (list has {len(node)} items)")
+    return idx
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(item, "an override must look like key=value (e.g. optim.lr=0.1)")
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise ConfigError(item, "empty key in override")
+        out.append((key, parse_value(raw)))
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config", f"file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError("config", f"{p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{p} must hold a mapping at the top level")
+    return data
+
+
+def merge(base: dict, overrides: list[tuple[str, Any]]) -> dict:
+    d = copy.deepcopy(base)
+    for key, value in overrides:
+        set_dotted(d, key, value)
+    return d
+
+
+def validate(raw: dict) -> RunConfig:
+    """Validate raw data into a RunConfig; the first problem becomes a ConfigError."""
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "config"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(str(x) for x in err["loc"][:-1])
+            allowed = _allowed_keys(parent)
+            raise ConfigError(field, "unknown key", allowed) from None
+        if err["type"] == "literal_error":
+            msg = msg.replace("Input should be", "must be")
+        raise ConfigError(field, f"{msg} (got {err.get('input')!r})") from None
+    check_names(cfg)
+    return cfg
+
+
+def _allowed_keys(parent: str) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for p in [x for x in parent.split(".") if x]:
+        if p.isdigit():
+            continue
+        ann = model.model_fields[p].annotation
+        inner = getattr(ann, "__args__", None)
+        if inner:
+            ann = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+    return sorted(model.model_fields)
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Names that live in registries are checked here, before any run starts."""
+    from .data import DATASETS
+    from .models import MODELS
+    from .regularizers import REGULARIZERS, check_regularizer_options
+    from .schedules import SCHEDULES, check_schedule_options
+
+    DATASETS.get(cfg.data.dataset, "data.dataset")
+    MODELS.get(cfg.model.name, "model.name")
+    for i, r in enumerate(cfg.regularizers):
+        REGULARIZERS.get(r.name, f"regularizers.{i}.name")
+        check_regularizer_options(r, f"regularizers.{i}")
+        SCHEDULES.get(r.schedule.name, f"regularizers.{i}.schedule.name")
+        check_schedule_options(r.schedule, f"regularizers.{i}.schedule")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    base = load_yaml(path) if path else {}
+    return validate(merge(base, parse_overrides(overrides or [])))

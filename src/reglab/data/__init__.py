@@ -1,0 +1,1 @@
+"""Datasets (readers, registry, download) and tasks built from them."""

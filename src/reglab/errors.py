@@ -1,0 +1,30 @@
+"""Errors a user can cause. The CLI turns them into one message and exit status 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: bad value, unknown name, missing data."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config field holds a value that is not allowed.
+
+    The message always names the field (dotted path) and says what is allowed.
+    """
+
+    def __init__(self, field: str, message: str, allowed: Iterable[object] | None = None):
+        self.field = field
+        self.allowed = list(allowed) if allowed is not None else None
+        text = f"{field}: {message}"
+        if self.allowed is not None:
+            text += f" (allowed: {', '.join(map(str, self.allowed))})"
+        super().__init__(text)
+
+
+class DataMissingError(UserError):
+    """Dataset files are absent and could not be downloaded."""

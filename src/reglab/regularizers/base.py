@@ -1,0 +1,84 @@
+"""The regularizer protocol.
+
+Three styles exist and reglab needs all three:
+
+- a *penalty* R(theta) added to the loss as lam * R (the trainer multiplies by lam);
+- a *proximal step* after the optimizer step, with threshold tau = lam * lr;
+- a *parametrization* of the weights (PaperWN, see models.weightnorm; not a regularizer object).
+
+A regularizer implements `penalty` and/or `prox`. It gets everything it needs through `setup`
+(the model, for selecting parameters by role or capturing initial weights) and `StepContext`
+(the batch, outputs and data loss of the current step, for gradient-based penalties). It
+reports measurements through `report`. lam is owned by a lambda schedule (schedules.py), never
+by the regularizer, so any regularizer can run under any schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+@dataclass
+class StepContext:
+    """What the trainer knows at the time a penalty is computed (before backward)."""
+
+    step: int
+    """Global optimizer step, 0-based."""
+    x: torch.Tensor
+    y: torch.Tensor
+    outputs: torch.Tensor
+    data_loss: torch.Tensor
+    """Differentiable data loss of this batch (penalties like gradient_norm need it)."""
+    loss_fn: Any = None
+    """Callable (outputs, y) -> scalar loss, for penalties that re-run the model."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Options(BaseModel):
+    """Base for a regularizer's own options; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Regularizer:
+    """Base class. Subclasses set `name`, `Options`, and override what they use."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    has_penalty: ClassVar[bool] = True
+    has_prox: ClassVar[bool] = False
+
+    def __init__(self, options: Options, roles: list[str] | tuple[str, ...] = ("weight",)):
+        self.options = options
+        self.roles = tuple(roles)
+
+    def setup(self, model: nn.Module) -> None:
+        """Called once before training (and again after a resume, before load_state_dict)."""
+
+    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+        """R(theta), differentiable, *without* lam."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def prox(self, model: nn.Module, lam: float, lr: float) -> dict[str, float]:
+        """Proximal step after the optimizer step, threshold lam * lr. Returns measurements."""
+        return {}
+
+    def after_step(self, model: nn.Module, ctx: StepContext) -> None:
+        """Called after the optimizer (and prox) step: update state such as previous weights."""
+
+    @torch.no_grad()
+    def report(self, model: nn.Module) -> dict[str, float]:
+        """Measurements at evaluation time (norms, rho, active units...)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""pathprox regularizers."""
