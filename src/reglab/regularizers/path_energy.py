@@ -1,1 +1,149 @@
-"""path_energy regularizers."""
+"""Path energy of the weight trajectory (study 2, seed-studies.md §2.5).
+
+State vector s(theta): the weight layers' weights W_1, ..., W_L, flattened and concatenated
+(biases excluded; under PaperWN the effective weights g V / ||V||_F).
+
+Penalty at optimizer step t (before the update), with theta_{t-1} the detached copy stored after
+the previous step:
+
+    E_t = c * ||s(theta_t) - s(theta_{t-1})||^2,    R = E_t / 2,
+
+so the trainer's lam * R has gradient lam * c * (theta_t - theta_{t-1}): a friction term against
+repeating the last update. E_1 = 0 (the copy taken at `setup` is the current weights).
+c = 1 for ``state: blocks``; c = 2 for ``state: global`` (the flattened layered adjacency holds
+every weight twice, so its squared distance is exactly twice the blocks value; computed as 2x
+without building the adjacency).
+
+``anchor: init`` replaces theta_{t-1} by the weights at `setup` time: R = (c/2) ||s(theta) -
+s(theta_0)||^2.
+
+Monitoring (independent of lam, so a lam = 0 baseline is measured too): after every optimizer
+step, `after_step` records the squared length of that update, c * ||s(theta_{t+1}) -
+s(theta_t)||^2 (the E the penalty sees at the next step). `report` gives ``energy_last`` (the
+last update's), ``energy_total`` (the running sum since training started, kept across resume)
+and ``steps``. The per-epoch path energy is the sum of the per-step energies over that epoch's
+steps, i.e. the difference of ``energy_total`` between two epoch-end evaluations. It is *not*
+divided by the number of training samples (study 2 divided by 60 000).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..models.structure import weight_layers
+from . import REGULARIZERS
+from .base import Options, Regularizer, StepContext
+from .l2 import require_weight_role_only
+
+
+def state_blocks(model: nn.Module) -> list[torch.Tensor]:
+    """The weight layers' (effective) weights, differentiable: the blocks of s(theta)."""
+    layers = weight_layers(model)
+    if not layers:
+        raise ValueError("path_energy: the model has no Linear or Conv2d layer")
+    return [layer.weight for _, layer in layers]
+
+
+def squared_distance(current: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
+    """sum_i ||current_i - reference_i||^2 (differentiable in `current`)."""
+    if len(current) != len(reference):
+        raise ValueError(f"{len(current)} blocks against {len(reference)} stored")
+    return torch.stack([(c - r).pow(2).sum() for c, r in zip(current, reference, strict=True)]).sum()
+
+
+def detached_copy(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [b.detach().clone() for b in blocks]
+
+
+class PathEnergyOptions(Options):
+    anchor: Literal["previous", "init"] = "previous"
+    """previous: distance to the weights after the previous step; init: to the weights at setup."""
+    state: Literal["blocks", "global"] = "blocks"
+    """blocks: weights concatenated; global: flattened layered adjacency (= 2x blocks)."""
+
+
+@REGULARIZERS.register("path_energy")
+class PathEnergy(Regularizer):
+    """R = (c/2) ||s(theta_t) - s(anchor)||^2 (module docstring); state survives resume."""
+
+    name = "path_energy"
+    Options = PathEnergyOptions
+
+    def __init__(self, options, roles=("weight",)):
+        super().__init__(options, roles)
+        require_weight_role_only(self.name, self.roles)
+        self.scale = 2.0 if options.state == "global" else 1.0
+        self._previous: list[torch.Tensor] | None = None
+        self._init: list[torch.Tensor] | None = None
+        self._energy_last: torch.Tensor | float = 0.0
+        self._energy_total: torch.Tensor | float = 0.0
+        self._steps = 0
+
+    def setup(self, model: nn.Module) -> None:
+        blocks = detached_copy(state_blocks(model))
+        self._previous = blocks
+        self._init = [b.clone() for b in blocks]
+
+    def _anchor(self) -> list[torch.Tensor]:
+        anchor = self._init if self.options.anchor == "init" else self._previous
+        if anchor is None:
+            raise RuntimeError("path_energy: setup(model) must be called before penalty()")
+        return anchor
+
+    def energy(self, model: nn.Module) -> torch.Tensor:
+        """E = c * ||s(theta) - s(anchor)||^2, differentiable."""
+        return self.scale * squared_distance(state_blocks(model), self._anchor())
+
+    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+        return 0.5 * self.energy(model)
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, ctx: StepContext) -> None:
+        current = detached_copy(state_blocks(model))
+        if self._previous is not None:
+            # kept as tensors: no device sync per step; converted in report / state_dict.
+            self._energy_last = self.scale * squared_distance(current, self._previous)
+            self._energy_total = self._energy_total + self._energy_last
+            self._steps += 1
+        self._previous = current
+
+    @torch.no_grad()
+    def report(self, model: nn.Module) -> dict[str, float]:
+        out = {
+            "energy_last": float(self._energy_last),
+            "energy_total": float(self._energy_total),
+            "steps": float(self._steps),
+        }
+        if self.options.anchor == "init" and self._init is not None:
+            out["penalty"] = float(self.penalty(model, None))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "previous": None if self._previous is None else [t.cpu() for t in self._previous],
+            "init": None if self._init is None else [t.cpu() for t in self._init],
+            "energy_last": float(self._energy_last),
+            "energy_total": float(self._energy_total),
+            "steps": self._steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the stored weights onto the devices/dtypes set up by `setup` (call it first)."""
+        self._previous = self._restore(state["previous"], self._previous)
+        self._init = self._restore(state["init"], self._init)
+        self._energy_last = float(state["energy_last"])
+        self._energy_total = float(state["energy_total"])
+        self._steps = int(state["steps"])
+
+    @staticmethod
+    def _restore(saved: list[torch.Tensor] | None, like: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        if saved is None:
+            return None
+        if like is None:
+            return [t.clone() for t in saved]
+        if [tuple(t.shape) for t in saved] != [tuple(t.shape) for t in like]:
+            raise ValueError("path_energy state does not match the model's weight shapes")
+        return [t.to(device=ref.device, dtype=ref.dtype).clone() for t, ref in zip(saved, like, strict=True)]

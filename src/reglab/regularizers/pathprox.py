@@ -1,1 +1,492 @@
-"""pathprox regularizers."""
+"""PathProx: a proximal step for the per-unit path norm sum_j ||w_j||_2 ||v_j||_2 (study 4).
+
+Notation (models.structure.UnitGroup). A unit group pairs a W-layer (`inp`) whose N output units
+are ReLU units with the V-layer (`out`) that reads them. Unit j has
+
+    w_j = inp.weight[j]        (a row of a Linear, a (C, k, k) filter of a Conv2d), flattened;
+    b_j = inp.bias[j]          (absent when the layer has no bias);
+    v_j = out.weight[:, j]     (a column of a Linear, an (O, k, k) slice of a Conv2d), flattened.
+
+With `include_bias` the unit's input vector is [w_j, b_j] instead of w_j. A ReLU unit is positively
+homogeneous: replacing (w_j, b_j, v_j) by (w_j / s, b_j / s, s v_j) for any s > 0 leaves the network
+function unchanged. Every rescaling below that claims to preserve the function relies on this.
+
+Objectives for a loss L and strength lam (the trainer multiplies the penalty by lam):
+
+    weight decay   F_wd = L + lam * [ 1/2 sum_g (||W_g||_F^2 + ||V_g||_F^2) + 1/2 sum_o ||W_o||_F^2 ]
+    path norm      F_pp = L + lam * [ sum_g sum_j ||w_j|| ||v_j|| + 1/2 sum_o ||W_o||_F^2 ]
+
+(o runs over the weight layers in no group.) With regularize_bias, F_wd adds
+1/2 (||b_W||^2 + ||b_V||^2) per group and 1/2 ||b_o||^2 per other layer (each bias once), and F_pp
+uses ||[w_j, b_j]|| in the unit norm and adds 1/2 ||b_V||^2 per group and 1/2 ||b_o||^2.
+By AM-GM, 1/2 (||w||^2 + ||v||^2) >= ||w|| ||v||, so F_pp <= F_wd, with equality when every unit
+is balanced; both have the same minimisers.
+
+Algorithms (option `algorithm`):
+
+- "weight_decay": the study's baseline (`--with-loss-term`): penalty = the bracket of F_wd, no prox.
+- "prox" (PathProx): penalty = 1/2 sum_o ||W_o||^2 (+ the bias terms above), and after each
+  optimizer step (threshold tau = lam * lr):
+    1. layerwise balance between groups (`balance_groups`; skipped with regularize_bias);
+    2. per group, s_j = max(||w_j||, 1e-6); w_j <- w_j / s_j, b_j <- b_j / s_j, and, with
+       `compensate`, v_j <- s_j v_j (`normalize_units`);
+    3. group soft-thresholding of the v_j (`prox_group_lasso`):
+       v_j <- 0 if ||v_j|| <= tau, else (1 - tau / ||v_j||) v_j.
+  The V-layer bias is never touched by steps 2-3.
+
+Unit normalisation is the paper's projection (w <- y/||y||) and does not rescale v_j, so the
+function moves by O(lr) per step, as in the constrained formulation. The original code also
+jumped at the *first* step, because the initial ||w_j|| are far from 1 (about 0.58 for a default
+Linear(784, 400)): reglab removes that jump by normalising every unit once at setup *with*
+compensation (`normalize_at_start`, function-preserving). `compensate: true` would compensate at
+every step; it is off by default because with momentum it is unstable: momentum keeps pushing
+||w_j|| above 1 and every compensation then multiplies v_j by that excess, so ||v|| grows without
+bound (seen on a digits MLP with momentum 0.9, where the path norm went from 21 to 5000 in 200 steps).
+`normalize_at_start: false` reproduces the original code's first-step jump.
+
+Differences from the original code (study 4, section 4.11): biases are included in the
+measurements when they are regularised (bug 2); the V-layer bias is penalised once (bug 3);
+bias-free layers work, and the balance compensates the next group even when a V-layer has no bias
+(bug 8); the first-step jump is removed by `normalize_at_start` (bug 8). A balance step is skipped when some group
+has path norm below 1e-6 (a dead group): the product of the P_g is then 0 and the original code
+would shift up to a factor 1e6 of scale into the next group's bias every step.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..errors import UserError
+from ..models.structure import UnitGroup, layer_norm_sq, other_layers, unit_groups, weight_layers
+from . import REGULARIZERS
+from .base import Options, Regularizer, StepContext
+
+EPS = 1e-6
+"""Floor of unit norms and group path norms (as in the original code)."""
+
+
+class UnsupportedModelError(UserError, ValueError):
+    """The model's unit groups cannot be handled by PathProx."""
+
+
+# --------------------------------------------------------------------------- per-unit views
+
+
+def _unit_inputs(group: UnitGroup, include_bias: bool) -> Tensor:
+    """(N, d) matrix whose row j is w_j flattened, with b_j appended when include_bias."""
+    w = group.inp.weight
+    rows = w.reshape(w.shape[0], -1)
+    bias = group.inp.bias
+    if include_bias and bias is not None:
+        rows = torch.cat([rows, bias.reshape(-1, 1)], dim=1)
+    return rows
+
+
+def _unit_outputs(group: UnitGroup) -> Tensor:
+    """(N, d) matrix whose row j is v_j = out.weight[:, j] flattened."""
+    v = group.out.weight
+    return v.transpose(0, 1).reshape(v.shape[1], -1)
+
+
+def _unit_in_norms(group: UnitGroup, include_bias: bool) -> Tensor:
+    """(N,) vector of ||w_j||_2 (||[w_j, b_j]||_2 when include_bias)."""
+    return _unit_inputs(group, include_bias).norm(dim=1)
+
+
+def _unit_out_norms(group: UnitGroup) -> Tensor:
+    """(N,) vector of ||v_j||_2."""
+    return _unit_outputs(group).norm(dim=1)
+
+
+def group_path_norms(group: UnitGroup, include_bias: bool = False) -> Tensor:
+    """(N,) vector of per-unit path norms p_j = ||w_j||_2 * ||v_j||_2 (w_j with b_j if include_bias)."""
+    return _unit_in_norms(group, include_bias) * _unit_out_norms(group)
+
+
+def _broadcast(scale: Tensor, ndim: int, dim: int) -> Tensor:
+    """`scale` (N,) reshaped to broadcast along dimension `dim` of an ndim-d weight."""
+    shape = [1] * ndim
+    shape[dim] = -1
+    return scale.reshape(shape)
+
+
+# --------------------------------------------------------------------------- in-place rescaling
+
+
+@torch.no_grad()
+def _divide_unit_inputs(group: UnitGroup, s: Tensor) -> None:
+    """w_j <- w_j / s_j and b_j <- b_j / s_j (the bias is scaled whether or not it is regularised)."""
+    w = group.inp.weight
+    w.div_(_broadcast(s, w.ndim, 0))
+    if group.inp.bias is not None:
+        group.inp.bias.div_(s)
+
+
+@torch.no_grad()
+def _scale_unit_outputs(group: UnitGroup, s: Tensor) -> None:
+    """v_j <- s_j * v_j, i.e. column j of V (slice V[:, j] of a conv) times s_j."""
+    v = group.out.weight
+    v.mul_(_broadcast(s, v.ndim, 1))
+
+
+@torch.no_grad()
+def _scale_layer(layer: nn.Module, s: float, with_bias: bool) -> None:
+    """W <- s W (and b <- s b when with_bias and the layer has a bias)."""
+    layer.weight.mul_(s)
+    if with_bias and layer.bias is not None:
+        layer.bias.mul_(s)
+
+
+# --------------------------------------------------------------------------- the three operators
+
+
+def _shrink_factors(norms: Tensor, tau: float) -> Tensor:
+    """Group soft-threshold factors c_j = max(0, 1 - tau / max(||v_j||, 1e-6)).
+
+    c_j is exactly 0 when ||v_j|| <= tau, so c_j * v_j is an exact zero.
+    """
+    if tau < 0:
+        raise ValueError(f"prox threshold tau must be >= 0, got {tau}")
+    factors = 1.0 - tau / norms.clamp_min(EPS)
+    return torch.where(norms <= tau, torch.zeros_like(factors), factors.clamp_min(0.0))
+
+
+def prox_group_lasso(v: Tensor, tau: float) -> Tensor:
+    """Row-wise proximal operator of tau * ||.||_2 on a (units, d) matrix.
+
+    For each row z: prox(z) = argmin_x 1/2 ||x - z||^2 + tau ||x||_2
+                            = 0 if ||z|| <= tau, else (1 - tau / ||z||) z.
+    """
+    if v.ndim != 2:
+        raise ValueError(f"prox_group_lasso expects a (units, d) matrix, got shape {tuple(v.shape)}")
+    return v * _shrink_factors(v.norm(dim=1), tau).unsqueeze(1)
+
+
+@torch.no_grad()
+def _prox_unit_outputs(group: UnitGroup, tau: float) -> None:
+    """In place, v_j <- prox_group_lasso(v_j, tau) for every unit of the group (V bias untouched)."""
+    _scale_unit_outputs(group, _shrink_factors(_unit_out_norms(group), tau))
+
+
+@torch.no_grad()
+def normalize_units(group: UnitGroup, compensate: bool = True, include_bias: bool = False) -> Tensor:
+    """Project each unit's input weights onto the unit sphere; returns s (N,).
+
+    s_j = max(||w_j||_2, 1e-6)  (||[w_j, b_j]||_2 with include_bias);
+    w_j <- w_j / s_j,  b_j <- b_j / s_j,  and with compensate v_j <- s_j v_j.
+    With compensate the network function is unchanged (ReLU is positively homogeneous) and the
+    unit path norm ||w_j|| ||v_j|| is preserved; without it (the original code) the unit's
+    contribution to the output is divided by s_j.
+    """
+    s = _unit_in_norms(group, include_bias).clamp_min(EPS)
+    _divide_unit_inputs(group, s)
+    if compensate:
+        _scale_unit_outputs(group, s)
+    return s
+
+
+@torch.no_grad()
+def balance_groups(groups: list[UnitGroup], between: list[list[nn.Module]] | None = None) -> list[float]:
+    """Layerwise balance: rescale consecutive groups so all group path norms become equal.
+
+    P_g = sum_j ||w_j|| ||v_j|| (biases excluded), G = (prod_g P_g)^(1/n). For g = 1..n-1 in order:
+    s_g = G / P_g (P_g as updated by the previous step) and
+
+        V_g.weight, V_g.bias        <- s_g * (.)      (P_g <- G)
+        b of every layer in between[g], W_{g+1}.bias  <- s_g * (.)
+        V_{g+1}.weight              <- (.) / s_g      (P_{g+1} <- P_{g+1} / s_g)
+
+    Why this preserves the function: scaling V_g (weight and bias) scales its output by s_g; ReLU,
+    max/avg pooling and flatten commute with positive scaling, so the input of the next weight
+    layer is scaled by s_g; a weight layer A whose bias is scaled too gives A(s x) = s A(x), so the
+    factor travels on through any layers in between[g] (weight layers between V_g and W_{g+1}, their
+    weights untouched) and through W_{g+1} and its ReLU to the input of V_{g+1}; dividing V_{g+1}'s
+    weight by s_g restores V_{g+1}'s output (its bias untouched). Missing biases need nothing. The
+    last group has nothing downstream to compensate it and is left alone: since prod_g P_g is
+    invariant, its path norm is then prod_g P_g / G^(n-1) = G as well.
+
+    Assumes the groups are listed in forward order, every map between V_g and V_{g+1} other than
+    the weight layers named here is positively homogeneous (ReLU, pooling, flatten), and
+    `between` (default: no layers) lists the weight layers between V_g and W_{g+1}.
+    Skipped (returns []) when some P_g < 1e-6. Returns the scales s_1..s_{n-1} applied.
+    """
+    if len(groups) < 2:
+        return []
+    between = between if between is not None else [[] for _ in groups[1:]]
+    p = torch.stack([group_path_norms(g).sum() for g in groups]).double()
+    if bool((p < EPS).any()):
+        return []
+    target = p.log().mean().exp()
+    scales = []
+    for g in range(len(groups) - 1):
+        s = float(target / p[g])
+        nxt = groups[g + 1]
+        _scale_layer(groups[g].out, s, with_bias=True)
+        for layer in [*between[g], nxt.inp]:
+            if layer.bias is not None:
+                layer.bias.mul_(s)
+        nxt.out.weight.div_(s)
+        p[g + 1] = p[g + 1] / s
+        scales.append(s)
+    return scales
+
+
+def layers_between_groups(model: nn.Module, groups: list[UnitGroup]) -> list[list[nn.Module]]:
+    """For each consecutive pair of groups, the weight layers strictly between V_g and W_{g+1}
+    in the model's registration order (taken as its forward order)."""
+    order = {id(m): i for i, (_, m) in enumerate(weight_layers(model))}
+    layers = [m for _, m in weight_layers(model)]
+    return [layers[order[id(a.out)] + 1 : order[id(b.inp)]] for a, b in zip(groups, groups[1:])]
+
+
+# --------------------------------------------------------------------------- penalties
+
+
+def _half_sq(t: Tensor | None) -> Tensor | float:
+    """1/2 ||t||^2 (0 for a missing tensor)."""
+    return 0.0 if t is None else 0.5 * t.pow(2).sum()
+
+
+def _other_l2(model: nn.Module, include_bias: bool) -> Tensor | float:
+    """1/2 sum_o ||W_o||_F^2 (+ 1/2 ||b_o||^2 with include_bias) over layers in no group.
+
+    ||W_o||_F^2 is the layer's norm (g^2 under PaperWN, see models.structure.layer_norm_sq).
+    """
+    total: Tensor | float = 0.0
+    for _, layer in other_layers(model):
+        total = total + 0.5 * layer_norm_sq(layer)
+        if include_bias:
+            total = total + _half_sq(layer.bias)
+    return total
+
+
+def _group_l2(group: UnitGroup, include_bias: bool) -> Tensor | float:
+    """1/2 (||W||_F^2 + ||V||_F^2) (+ 1/2 (||b_W||^2 + ||b_V||^2) with include_bias)."""
+    total = _half_sq(group.inp.weight) + _half_sq(group.out.weight)
+    if include_bias:
+        total = total + _half_sq(group.inp.bias) + _half_sq(group.out.bias)
+    return total
+
+
+def _group_vbias_l2(group: UnitGroup, include_bias: bool) -> Tensor | float:
+    """1/2 ||b_V||^2 with include_bias, else 0 (PathProx's only direct penalty on a group)."""
+    return _half_sq(group.out.bias) if include_bias else 0.0
+
+
+def _as_tensor(value: Tensor | float, model: nn.Module) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    p = next(model.parameters(), None)
+    return torch.tensor(float(value), device=p.device if p is not None else None)
+
+
+def weight_decay_objective(model: nn.Module, groups: list[UnitGroup], include_bias: bool) -> Tensor:
+    """R_wd = 1/2 sum_g (||W_g||^2 + ||V_g||^2) + 1/2 sum_o ||W_o||^2 (+ biases, each once)."""
+    total = sum((_group_l2(g, include_bias) for g in groups), _other_l2(model, include_bias))
+    return _as_tensor(total, model)
+
+
+def prox_penalty(model: nn.Module, groups: list[UnitGroup], include_bias: bool) -> Tensor:
+    """R_pp-smooth = 1/2 sum_o ||W_o||^2 (+ 1/2 sum_o ||b_o||^2 + 1/2 sum_g ||b_V_g||^2 with biases)."""
+    total = sum((_group_vbias_l2(g, include_bias) for g in groups), _other_l2(model, include_bias))
+    return _as_tensor(total, model)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_layer(layer: nn.Module, where: str) -> None:
+    if parametrize.is_parametrized(layer) or not isinstance(getattr(layer, "weight", None), nn.Parameter):
+        raise UnsupportedModelError(
+            f"pathprox: {where} has a parametrized (e.g. weight-normalized) weight; PathProx rescales "
+            "weights in place and needs plain nn.Linear/nn.Conv2d layers in its unit groups"
+        )
+
+
+def check_groups(groups: list[UnitGroup]) -> None:
+    """Raise UnsupportedModelError unless every group is a plain Linear->Linear or Conv2d->Conv2d
+    pair whose V-layer reads exactly the W-layer's N units, and no layer is in two groups."""
+    if not groups:
+        raise UnsupportedModelError(
+            "pathprox: the model declares no unit groups (it needs a `unit_groups()` method returning "
+            "UnitGroup(name, W-layer, V-layer) pairs of ReLU units); use a model with unit groups"
+        )
+    seen: set[int] = set()
+    for g in groups:
+        kinds = (type(g.inp).__name__, type(g.out).__name__)
+        if not any(isinstance(g.inp, t) and isinstance(g.out, t) for t in (nn.Linear, nn.Conv2d)):
+            raise UnsupportedModelError(
+                f"pathprox: unit group {g.name!r} is {kinds[0]}->{kinds[1]}; only Linear->Linear and "
+                "Conv2d->Conv2d groups are supported"
+            )
+        _check_layer(g.inp, f"unit group {g.name!r} W-layer")
+        _check_layer(g.out, f"unit group {g.name!r} V-layer")
+        n_units, n_read = g.inp.weight.shape[0], g.out.weight.shape[1]
+        if n_units != n_read:
+            raise UnsupportedModelError(
+                f"pathprox: unit group {g.name!r}: the W-layer has {n_units} units but the V-layer "
+                f"reads {n_read} inputs (grouped convolutions are not supported)"
+            )
+        for layer in (g.inp, g.out):
+            if id(layer) in seen:
+                raise UnsupportedModelError(f"pathprox: unit group {g.name!r} shares a layer with another group")
+            seen.add(id(layer))
+
+
+def check_layer_order(model: nn.Module, groups: list[UnitGroup], groups_in_order: bool) -> None:
+    """Raise UnsupportedModelError unless, in the model's registration order of weight layers,
+    each group's V-layer directly follows its W-layer (no weight layer between them, so unit
+    rescaling preserves the function) and, with groups_in_order, the groups follow each other
+    (V_g before W_{g+1}, as the layerwise balance needs)."""
+    order = {id(m): i for i, (_, m) in enumerate(weight_layers(model))}
+    for g in groups:
+        if id(g.inp) not in order or id(g.out) not in order:
+            raise UnsupportedModelError(f"pathprox: unit group {g.name!r} holds a layer that is not part of the model")
+        if order[id(g.out)] != order[id(g.inp)] + 1:
+            raise UnsupportedModelError(
+                f"pathprox: unit group {g.name!r}: its V-layer must be the weight layer right after its W-layer"
+            )
+    if groups_in_order:
+        for a, b in zip(groups, groups[1:]):
+            if order[id(a.out)] >= order[id(b.inp)]:
+                raise UnsupportedModelError(
+                    f"pathprox: unit groups {a.name!r} and {b.name!r} are not listed in forward order, "
+                    "which the layerwise balance needs (or set balance: false)"
+                )
+
+
+# --------------------------------------------------------------------------- the regularizer
+
+
+class PathProxOptions(Options):
+    algorithm: Literal["prox", "weight_decay"] = "prox"
+    """prox: PathProx; weight_decay: the study's baseline (1/2 ||.||^2 on grouped layers, no prox)."""
+    regularize_bias: bool = False
+    """Penalise biases too (each once); W-layer biases join the unit norm; disables the balance."""
+    balance: bool = True
+    """Layerwise balance between groups before each prox step (never with regularize_bias)."""
+    compensate: bool = False
+    """v_j <- s_j v_j at every normalisation (function-preserving per step; unstable with momentum)."""
+    normalize_at_start: bool = True
+    """Normalise every unit once at setup, with compensation (removes the first-step jump)."""
+    active_threshold: float = Field(default=1e-8, ge=0.0)
+    """A unit counts in active_units_pct_thresh when its path norm exceeds this."""
+
+
+@REGULARIZERS.register("pathprox")
+class PathProx(Regularizer):
+    """PathProx (proximal gradient on the per-unit path norm) or its weight-decay baseline.
+
+    penalty: R_wd (algorithm weight_decay) or the smooth part of the path-norm objective (prox);
+    prox:    balance, unit normalisation and group soft-thresholding with tau = lam * lr (prox only);
+    report:  the same measurements for both algorithms (see `report`).
+    Parameter roles are not used: which parameters are regularised is fixed by the algorithm and
+    `regularize_bias`.
+    """
+
+    name = "pathprox"
+    Options = PathProxOptions
+    has_penalty = True
+    has_prox = True
+
+    def setup(self, model: nn.Module) -> None:
+        groups = unit_groups(model)
+        check_groups(groups)
+        check_layer_order(model, groups, groups_in_order=self._balances)
+        if self.options.algorithm == "prox" and self.options.normalize_at_start:
+            with torch.no_grad():
+                for g in groups:
+                    normalize_units(g, compensate=True, include_bias=self._include_bias)
+
+    @property
+    def _balances(self) -> bool:
+        return self.options.algorithm == "prox" and self.options.balance and not self.options.regularize_bias
+
+    @property
+    def _include_bias(self) -> bool:
+        return self.options.regularize_bias
+
+    def penalty(self, model: nn.Module, ctx: StepContext | None = None) -> Tensor:
+        """R_wd for weight_decay; 1/2 sum_o ||W_o||^2 (+ bias terms) for prox (see module doc)."""
+        groups = unit_groups(model)
+        if self.options.algorithm == "weight_decay":
+            return weight_decay_objective(model, groups, self._include_bias)
+        return prox_penalty(model, groups, self._include_bias)
+
+    def _unit_path_norms(self, groups: list[UnitGroup]) -> list[Tensor]:
+        return [group_path_norms(g, self._include_bias) for g in groups]
+
+    @torch.no_grad()
+    def prox(self, model: nn.Module, lam: float, lr: float) -> dict[str, float]:
+        """Balance (unless regularize_bias or balance=False), normalise units, soft-threshold v_j.
+
+        Returns units_zeroed (units active before this step whose path norm is 0 after it) and
+        active_units_pct after the step. A no-op for algorithm weight_decay (units_zeroed = 0).
+        """
+        groups = unit_groups(model)
+        before = torch.cat(self._unit_path_norms(groups)) > 0
+        if self.options.algorithm == "prox":
+            self._prox_step(model, groups, float(lam) * float(lr))
+        after = torch.cat(self._unit_path_norms(groups)) > 0
+        return {
+            "units_zeroed": float((before & ~after).sum()),
+            "active_units_pct": _percent(after),
+        }
+
+    def _prox_step(self, model: nn.Module, groups: list[UnitGroup], tau: float) -> None:
+        if self._balances:
+            balance_groups(groups, layers_between_groups(model, groups))
+        for g in groups:
+            normalize_units(g, compensate=self.options.compensate, include_bias=self._include_bias)
+            _prox_unit_outputs(g, tau)
+
+    @torch.no_grad()
+    def report(self, model: nn.Module) -> dict[str, float]:
+        """Measurements (identical keys for both algorithms), p_j = ||w_j|| ||v_j||:
+
+        active_units_pct        = 100 * #{j : p_j > 0} / #units
+        active_units_pct_thresh = 100 * #{j : p_j > active_threshold} / #units
+        path_norm               = sum_g sum_j p_j;  path_norm.<group> = sum_j p_j over that group
+        objective_path_norm     = path_norm + 1/2 sum_o ||W_o||^2 (+ bias terms): the regulariser
+                                  of F_pp (equals path_norm when there are no other layers and
+                                  biases are not regularised)
+        objective_l2            = 1/2 sum_g (||W||^2 + ||V||^2) + 1/2 sum_o ||W_o||^2 (+ biases)
+        (w_j includes b_j when regularize_bias.) objective_path_norm <= objective_l2 (AM-GM).
+        """
+        groups = unit_groups(model)
+        per_unit = self._unit_path_norms(groups)
+        flat = torch.cat(per_unit)
+        path_norm = float(flat.sum())
+        out = {
+            "active_units_pct": _percent(flat > 0),
+            "active_units_pct_thresh": _percent(flat > self.options.active_threshold),
+            "path_norm": path_norm,
+        }
+        out.update({f"path_norm.{g.name}": float(p.sum()) for g, p in zip(groups, per_unit)})
+        out["objective_path_norm"] = path_norm + float(prox_penalty(model, groups, self._include_bias))
+        out["objective_l2"] = float(weight_decay_objective(model, groups, self._include_bias))
+        return out
+
+
+def _percent(mask: Tensor) -> float:
+    """100 * mean(mask) (0 for an empty mask)."""
+    return 100.0 * float(mask.sum()) / max(mask.numel(), 1)
+
+
+__all__ = [
+    "PathProx",
+    "PathProxOptions",
+    "UnsupportedModelError",
+    "balance_groups",
+    "check_groups",
+    "check_layer_order",
+    "layers_between_groups",
+    "group_path_norms",
+    "normalize_units",
+    "prox_group_lasso",
+]

@@ -1,1 +1,126 @@
-"""spectral regularizers."""
+"""Per-layer spectral penalties of study 2 (seed-studies.md §2.4): Frobenius, nuclear norm and
+the "layerwise" spectral energy.
+
+Each weight W_l is viewed as a matrix M_l of shape (out, in*k*k) (a Linear weight as is, a conv
+weight reshaped); biases are never included. Penalties sum over the model's weight layers:
+
+- ``frobenius``:       R = sum_l ||M_l||_F^2 = sum_l sum_i sigma_i(M_l)^2
+- ``nuclear_norm``:    R = c * sum_l sum_i sigma_i(M_l),  c = 1, or 2 with
+                       ``graph_energy_convention`` (the energy of the bipartite adjacency
+                       [[0, M], [M^T, 0]], whose eigenvalues are +-sigma_i; study 2's
+                       ``nuclear_norm`` method used c = 2)
+- ``spectral_energy``: R = sum_l e(M_l) with e(M) = sum_i |lambda_i((M + M^T)/2)| for square M and
+                       e(M) = sum_i sigma_i(M) for rectangular M (study 2's ``layerwise``). It mixes
+                       two different quantities, as the study did: the nuclear norm of the symmetric
+                       part for square layers and the nuclear norm for the others. The rectangular
+                       case uses `torch.linalg.svdvals`, not sqrt(eig(Gram)) as the study did, whose
+                       gradient explodes near zero singular values.
+
+Gradients: svdvals' gradient (U V^T) is stable; at a zero singular value the nuclear norm is not
+differentiable and autograd returns one subgradient. eigvalsh's gradient is unstable when
+eigenvalues repeat.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.structure import weight_layers
+from . import REGULARIZERS
+from .base import Options, Regularizer, StepContext
+from .l2 import require_weight_role_only
+
+
+def as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in) for a Linear weight; (out, in*k*k) for a conv weight."""
+    return weight.reshape(weight.shape[0], -1)
+
+
+def frobenius_sq(weight: torch.Tensor) -> torch.Tensor:
+    """||W||_F^2 = sum_ij W_ij^2."""
+    return weight.pow(2).sum()
+
+
+def nuclear_norm(weight: torch.Tensor) -> torch.Tensor:
+    """||M||_* = sum_i sigma_i(M) of the matrix view M of `weight` (svdvals)."""
+    return torch.linalg.svdvals(as_matrix(weight)).sum()
+
+
+def symmetric_part_energy(matrix: torch.Tensor) -> torch.Tensor:
+    """sum_i |lambda_i((M + M^T)/2)| for a square M (eigvalsh)."""
+    return torch.linalg.eigvalsh(0.5 * (matrix + matrix.T)).abs().sum()
+
+
+def layerwise_spectral_energy(weight: torch.Tensor) -> torch.Tensor:
+    """Study 2's "layerwise" value: symmetric-part energy if the matrix view is square, else the
+    nuclear norm."""
+    m = as_matrix(weight)
+    if m.shape[0] == m.shape[1]:
+        return symmetric_part_energy(m)
+    return torch.linalg.svdvals(m).sum()
+
+
+class _PerLayerPenalty(Regularizer):
+    """R = sum over weight layers of `per_layer(W_l)`; report: the total and each layer's value."""
+
+    def __init__(self, options, roles=("weight",)):
+        super().__init__(options, roles)
+        require_weight_role_only(self.name, self.roles)
+
+    def per_layer(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def layer_values(self, model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        layers = weight_layers(model)
+        if not layers:
+            raise ValueError(f"{self.name}: the model has no Linear or Conv2d layer")
+        return [(name, self.per_layer(layer.weight)) for name, layer in layers]
+
+    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+        return torch.stack([v for _, v in self.layer_values(model)]).sum()
+
+    @torch.no_grad()
+    def report(self, model: nn.Module) -> dict[str, float]:
+        values = self.layer_values(model)
+        out = {f"layer.{name}": float(v) for name, v in values}
+        out["penalty"] = float(torch.stack([v for _, v in values]).sum())
+        return out
+
+
+@REGULARIZERS.register("frobenius")
+class Frobenius(_PerLayerPenalty):
+    """R = sum_l ||W_l||_F^2 over weight layers (study 2's ``frobenius_norm``: squared)."""
+
+    name = "frobenius"
+
+    def per_layer(self, weight):
+        return frobenius_sq(weight)
+
+
+class NuclearNormOptions(Options):
+    graph_energy_convention: bool = False
+    """Multiply by 2: the graph energy of each layer's bipartite adjacency (study 2's value)."""
+
+
+@REGULARIZERS.register("nuclear_norm")
+class NuclearNorm(_PerLayerPenalty):
+    """R = c * sum_l sum_i sigma_i(M_l), c = 2 with graph_energy_convention else 1."""
+
+    name = "nuclear_norm"
+    Options = NuclearNormOptions
+
+    def per_layer(self, weight):
+        value = nuclear_norm(weight)
+        return 2.0 * value if self.options.graph_energy_convention else value
+
+
+@REGULARIZERS.register("spectral_energy")
+class SpectralEnergy(_PerLayerPenalty):
+    """Study 2's ``layerwise``: sum_l of |eig| of the symmetric part (square M_l) or of the
+    singular values (rectangular M_l). See the module docstring for why it mixes the two."""
+
+    name = "spectral_energy"
+
+    def per_layer(self, weight):
+        return layerwise_spectral_energy(weight)
