@@ -66,11 +66,11 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.val_size is not None and self.val_fraction > 0:
-            raise ValueError("give val_fraction or val_size, not both")
+            raise ValueError("data.val_size: give data.val_fraction or data.val_size, not both")
         if self.normalize == "custom" and (self.mean is None or self.std is None):
-            raise ValueError("normalize=custom needs data.mean and data.std")
+            raise ValueError("data.mean: normalize=custom needs data.mean and data.std")
         if self.rest_as_validation and self.per_class is None:
-            raise ValueError("rest_as_validation needs per_class")
+            raise ValueError("data.rest_as_validation: needs data.per_class")
         return self
 
 
@@ -103,7 +103,7 @@ class OptimConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> OptimConfig:
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov needs name=sgd and momentum > 0")
+            raise ValueError("optim.nesterov: needs optim.name=sgd and optim.momentum > 0")
         return self
 
 
@@ -133,6 +133,8 @@ class TrainConfig(_Strict):
     """auto: MSE on +-1 targets for binary tasks, cross-entropy otherwise."""
     eval_every: int = Field(1, ge=1)
     eval_unit: Literal["epoch", "iteration"] = "epoch"
+    eval_at_start: bool = True
+    """Evaluate the initial model (step 0) too, so curves start at initialization."""
     eval_batch_size: int = Field(4096, ge=1)
     eval_train_limit: int | None = Field(None, ge=1)
     """Evaluate training metrics on the first N training examples only (None: all)."""
@@ -146,7 +148,7 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _budget(self) -> TrainConfig:
         if self.epochs is not None and self.iterations is not None:
-            raise ValueError("give train.epochs or train.iterations, not both")
+            raise ValueError("train.iterations: give train.epochs or train.iterations, not both")
         if self.epochs is None and self.iterations is None:
             self.epochs = 10
         return self
@@ -292,9 +294,19 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+# Pairs of fields of which at most one may be set: an override of one clears the other,
+# so `train.iterations=500` works on top of a preset that states its budget in epochs.
+EXCLUSIVE = {"train.epochs": "train.iterations", "train.iterations": "train.epochs",
+             "data.val_fraction": "data.val_size", "data.val_size": "data.val_fraction"}
+_EXCLUSIVE_RESET = {"train.epochs": None, "train.iterations": None, "data.val_fraction": 0.0, "data.val_size": None}
+
+
 def merge(base: dict, overrides: list[tuple[str, Any]]) -> dict:
     d = copy.deepcopy(base)
     for key, value in overrides:
+        other = EXCLUSIVE.get(key)
+        if other is not None and value not in (None, 0, 0.0):
+            set_dotted(d, other, _EXCLUSIVE_RESET[other])
         set_dotted(d, key, value)
     return d
 
@@ -313,6 +325,13 @@ def validate(raw: dict) -> RunConfig:
             raise ConfigError(field, "unknown key", allowed) from None
         if err["type"] == "literal_error":
             msg = msg.replace("Input should be", "must be")
+        if err["type"] == "value_error":
+            # Cross-field checks name their field themselves: "Value error, a.b: message".
+            text = msg.removeprefix("Value error, ")
+            head, sep, rest = text.partition(": ")
+            if sep and " " not in head:
+                raise ConfigError(head, rest) from None
+            raise ConfigError(field, text) from None
         raise ConfigError(field, f"{msg} (got {err.get('input')!r})") from None
     check_names(cfg)
     return cfg

@@ -1,0 +1,97 @@
+"""Run directories read back as pandas DataFrames.
+
+`load_runs(root)` has one row per run: ``run`` (the config hash), ``status`` (done, diverged,
+running, failed), ``name``, every config value as a dotted column (``optim.lr``,
+``regularizers.0.lam``, ...), and the final metrics (``train_loss``, ``test_acc``, ..., as
+measured at the end of the run, after restoring the best weights when early stopping asked
+for it), plus ``steps``, ``epochs``, ``wall_time``, ``best_step``, ``num_params``.
+`load_evals(root)` and `load_steps(root)` stack the per-evaluation and per-step logs of every
+run, with a ``run`` column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .store import RunDir, run_dirs
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for i, item in enumerate(v):
+                out.update(_flatten(item, f"{key}.{i}."))
+        elif isinstance(v, list):
+            out[key] = tuple(v)
+        else:
+            out[key] = v
+    return out
+
+
+def run_status(rd: RunDir) -> str:
+    if rd.done:
+        s = rd.read_summary() or {}
+        return s.get("status", "done")
+    if (rd.path / "error.json").exists():
+        return "failed"
+    return "incomplete"
+
+
+def run_row(rd: RunDir) -> dict:
+    rec = rd.read_config()
+    row = {"run": rec["hash"], "status": run_status(rd), "name": rec["config"].get("name")}
+    row.update(_flatten(rec["canonical"]))
+    s = rd.read_summary()
+    if s:
+        for k in ("steps", "epochs", "wall_time", "best_step", "num_params", "stopped_early", "diverged_step"):
+            row[k] = s.get(k)
+        for k, v in (s.get("final") or {}).items():
+            if k not in ("step", "epoch"):
+                row[k] = v
+    row["path"] = str(rd.path)
+    return row
+
+
+def load_runs(root: str | Path = "runs") -> pd.DataFrame:
+    """One row per run under `root` (see module docstring for the columns)."""
+    rows = [run_row(rd) for rd in run_dirs(Path(root))]
+    return pd.DataFrame(rows)
+
+
+def _stack(root: str | Path, which: str) -> pd.DataFrame:
+    frames = []
+    for rd in run_dirs(Path(root)):
+        rows = rd.evals() if which == "evals" else rd.steps()
+        if rows:
+            df = pd.DataFrame(rows)
+            df.insert(0, "run", rd.path.name)
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_evals(root: str | Path = "runs") -> pd.DataFrame:
+    return _stack(root, "evals")
+
+
+def load_steps(root: str | Path = "runs") -> pd.DataFrame:
+    return _stack(root, "steps")
+
+
+def varying_columns(df: pd.DataFrame) -> list[str]:
+    """Config columns whose value differs between runs (what a table should show)."""
+    skip = {"run", "status", "name", "path"}
+    cfg_cols = [c for c in df.columns if "." in c or c in ("seed",)]
+    out = []
+    for c in cfg_cols:
+        if c in skip:
+            continue
+        vals = df[c].astype(str)
+        if vals.nunique(dropna=False) > 1:
+            out.append(c)
+    return out

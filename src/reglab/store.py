@@ -1,0 +1,193 @@
+"""Run directories: one per run, named by the content hash of its canonical config.
+
+Layout of ``<root>/<hash>/``::
+
+    config.json        the canonical config, its hash, the full config and the reglab version
+    steps.jsonl        per-step metrics (one JSON object a line, appended, fsynced at flushes)
+    evals.jsonl        per-evaluation metrics (train/val/test loss and accuracy, regularizer reports)
+    summary.json       final status and metrics (written when the run ends)
+    error.json         the exception of a failed run (no DONE marker)
+    checkpoints/last.pt   resume point (model, optimizer, schedules, RNG, data order)
+    checkpoints/best.pt   best weights by the selection metric
+    checkpoints/final.pt  weights at the end (after restoring the best, when asked)
+    DONE               written last: a run is finished exactly when this file exists
+
+Every file that is rewritten is written atomically (temporary name, fsync, rename), so a kill
+at any moment leaves either the old or the new version. The JSONL logs are append-only; a torn
+last line (a kill mid-write) is ignored on reading, and a resume truncates rows past the
+checkpoint it resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DONE = "DONE"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL log; a torn last line (kill mid-write) is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # -- paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def steps_path(self) -> Path:
+        return self.path / "steps.jsonl"
+
+    @property
+    def evals_path(self) -> Path:
+        return self.path / "evals.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def ckpt(self, which: str) -> Path:
+        return self.ckpt_dir / f"{which}.pt"
+
+    # -- state
+    @property
+    def done(self) -> bool:
+        return (self.path / DONE).exists()
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def create(self, config_record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, config_record)
+
+    def read_config(self) -> dict:
+        return json.loads(self.config_path.read_text())
+
+    def read_summary(self) -> dict | None:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else None
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def write_error(self, error: dict) -> None:
+        atomic_write_json(self.path / "error.json", error)
+
+    def clear_error(self) -> None:
+        (self.path / "error.json").unlink(missing_ok=True)
+
+    def mark_done(self) -> None:
+        atomic_write_bytes(self.path / DONE, b"")
+
+    # -- logs
+    def append(self, path: Path, rows: Iterable[dict]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        text = "".join(json.dumps(r, default=_json_default, allow_nan=True) + "\n" for r in rows)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def truncate_logs(self, after_step: int) -> None:
+        """Drop log rows past `after_step` (a resume replays those steps)."""
+        for p in (self.steps_path, self.evals_path):
+            rows = [r for r in read_jsonl(p) if r.get("step", 0) <= after_step]
+            text = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
+            atomic_write_bytes(p, text.encode())
+
+    def steps(self) -> list[dict]:
+        return read_jsonl(self.steps_path)
+
+    def evals(self) -> list[dict]:
+        return read_jsonl(self.evals_path)
+
+    # -- checkpoints
+    def save_checkpoint(self, which: str, obj: dict) -> None:
+        atomic_torch_save(self.ckpt(which), obj)
+
+    def load_checkpoint(self, which: str, map_location: Any = "cpu") -> dict | None:
+        p = self.ckpt(which)
+        if not p.exists():
+            return None
+        return torch.load(p, map_location=map_location, weights_only=True)
+
+
+def run_dirs(root: Path) -> list[RunDir]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [RunDir(p) for p in sorted(root.iterdir()) if (p / "config.json").exists()]

@@ -1,0 +1,439 @@
+"""The training loop. Reads top to bottom: prepare, then step until the budget is spent.
+
+One step: slice a batch from tensors on the device -> (augment) -> forward -> data loss
+-> + sum of lam_i * R_i over penalty regularizers -> backward -> optimizer step -> proximal
+steps (tau = lam_i * lr) -> regularizer after_step hooks -> lambda schedules observe.
+
+Per-step scalars stay on the device and are written in blocks, so the hot path never waits
+for the device; the NaN/inf guard looks at them at each block flush.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import RunConfig, canonical_dict, config_hash
+from .errors import ConfigError
+from .evaluation import correct, evaluate, make_loss_fn
+from .optim import build_lr_schedule, build_optimizer
+from .regularizers import Regularizer, StepContext, build_regularizer
+from .runtime import resolve_device, seed_everything
+from .schedules import LambdaSchedule, build_schedule
+from .store import RunDir
+
+FLUSH_EVERY = 50
+"""Steps between writes of the per-step log (and NaN checks)."""
+
+
+@dataclass
+class Term:
+    """One regularizer with its lambda schedule."""
+
+    key: str
+    reg: Regularizer
+    sched: LambdaSchedule
+
+
+@dataclass
+class Setup:
+    cfg: RunConfig
+    device: torch.device
+    data: object
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_sched: object
+    terms: list[Term]
+    loss_fn: object
+    steps_per_epoch: int
+    total_steps: int
+    data_gen: torch.Generator
+    aug_gen: torch.Generator
+
+
+@dataclass
+class RunResult:
+    path: Path
+    hash: str
+    status: str
+    summary: dict = field(default_factory=dict)
+    skipped: bool = False
+
+
+def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
+    """Build everything a run needs, in memory. User errors surface here, before any file."""
+    from .data import build_task, resolve_data_dir
+    from .models import build_model
+
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = build_task(cfg.data, run_seed=cfg.seed, device=device, data_dir=resolve_data_dir(cfg.data.dir or data_dir))
+    seed_everything(cfg.seed)  # the model's init does not depend on how much data loading drew
+    model = build_model(cfg.model, data.input_shape, data.num_outputs).to(device)
+    optimizer = build_optimizer(cfg.optim, model)
+
+    n = data.x_train.shape[0]
+    bs = cfg.train.batch_size
+    steps_per_epoch = math.ceil(n / bs)  # the last, partial batch is trained on too
+    total = cfg.train.iterations if cfg.train.iterations is not None else math.ceil(cfg.train.epochs * steps_per_epoch)
+    horizon = total if cfg.lr_schedule.unit == "iteration" else math.ceil(total / steps_per_epoch)
+    lr_sched = build_lr_schedule(cfg.lr_schedule, optimizer, cfg.optim.lr, horizon)
+
+    if cfg.train.early_stopping.patience is not None and data.x_val is None:
+        raise ConfigError("train.early_stopping.patience", "early stopping needs a validation set: set data.val_fraction, data.val_size or data.rest_as_validation")
+
+    terms = []
+    for i, rc in enumerate(cfg.regularizers):
+        reg = build_regularizer(rc, f"regularizers.{i}")
+        try:
+            reg.setup(model)
+        except ValueError as e:
+            raise ConfigError(f"regularizers.{i}.name", f"{rc.name} cannot act on model {cfg.model.name}: {e}") from None
+        sched = build_schedule(rc.schedule, rc.lam, f"regularizers.{i}.schedule")
+        key = rc.name if sum(r.name == rc.name for r in cfg.regularizers) == 1 else f"{rc.name}.{i}"
+        terms.append(Term(key, reg, sched))
+
+    data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
+    loss_fn = make_loss_fn(cfg.train.loss, data.task)
+    return Setup(cfg, device, data, model, optimizer, lr_sched, terms, loss_fn, steps_per_epoch, total, data_gen, aug_gen)
+
+
+def config_record(cfg: RunConfig) -> dict:
+    return {"hash": config_hash(cfg), "canonical": canonical_dict(cfg), "config": cfg.model_dump(mode="json"), "reglab_version": __version__}
+
+
+def run(cfg: RunConfig, data_dir: str | None = None, progress: bool | None = None, root: str | Path | None = None) -> RunResult:
+    """Train one run into <root>/<hash>/. A finished run (DONE) is not redone; an unfinished one
+    resumes from its last checkpoint."""
+    h = config_hash(cfg)
+    rd = RunDir(Path(root if root is not None else cfg.output) / h)
+    if rd.done:
+        s = rd.read_summary() or {}
+        return RunResult(rd.path, h, s.get("status", "done"), s, skipped=True)
+    setup = prepare(cfg, data_dir)
+    if not rd.exists():
+        rd.create(config_record(cfg))
+    rd.clear_error()
+    show = cfg.train.progress if progress is None else progress
+    try:
+        summary = Trainer(setup, rd, show).fit()
+    except Exception as e:
+        rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
+        raise
+    rd.write_summary(summary)
+    rd.mark_done()
+    return RunResult(rd.path, h, summary["status"], summary)
+
+
+class Trainer:
+    def __init__(self, s: Setup, rd: RunDir, progress: bool = False):
+        self.s = s
+        self.rd = rd
+        self.progress = progress
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.perm: torch.Tensor | None = None
+        self.best_value: float | None = None
+        self.best_step = -1
+        self.best_state: dict | None = None
+        self.evals_since_best = 0
+        self.n_evals = 0
+        self.stopped_early = False
+        self.diverged_at: int | None = None
+        self.elapsed = 0.0
+        self._pending: list[tuple[int, int, float, tuple[float, ...], torch.Tensor]] = []
+        self._t0: float | None = None
+        self._last_eval: dict = {}
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> dict:
+        s, cfg = self.s, self.s.cfg
+        resumed = self._maybe_resume()
+        if not resumed and cfg.train.eval_at_start:
+            self._evaluate()
+        t0 = self._t0 = time.perf_counter()
+        bar = _Progress(s.total_steps, self.step, enabled=self.progress, label=cfg.name)
+        model = s.model
+        model.train()
+        x_all, y_all = s.data.x_train, s.data.y_train
+        n, bs = x_all.shape[0], cfg.train.batch_size
+        while self.step < s.total_steps and not self.stopped_early and self.diverged_at is None:
+            if self.perm is None:
+                self.perm = torch.randperm(n, generator=s.data_gen, device=s.device)
+            i = self.batch_in_epoch * bs
+            idx = self.perm[i : i + bs]
+            x, y = x_all[idx], y_all[idx]
+            if s.data.augment is not None:
+                x = s.data.augment(x, s.aug_gen)
+            self._train_step(x, y)
+            self.step += 1
+            self.batch_in_epoch += 1
+            bar.update(self.step, self._last_eval)
+            end_of_epoch = self.batch_in_epoch >= s.steps_per_epoch
+            if end_of_epoch:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.perm = None
+                if s.lr_sched is not None and cfg.lr_schedule.unit == "epoch":
+                    s.lr_sched.step()
+            if len(self._pending) >= FLUSH_EVERY:
+                self._flush()
+            if self._eval_due(end_of_epoch) or self.step == s.total_steps:
+                self._flush()
+                if self.diverged_at is None:
+                    self._evaluate()
+                    if self.n_evals % cfg.train.checkpoint_every == 0 and self.step < s.total_steps:
+                        self._save_resume_point(time.perf_counter() - t0)
+        self._flush()
+        bar.close()
+        self.elapsed += time.perf_counter() - t0
+        self._t0 = None
+        return self._finish()
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        s = self.s
+        model, opt = s.model, s.optimizer
+        out = model(x)
+        data_loss = s.loss_fn(out, y)
+        total = data_loss
+        values: list[torch.Tensor] = []
+        ctx = None
+        if s.terms:
+            ctx = StepContext(self.step, x, y, out, data_loss, s.loss_fn)
+            for t in s.terms:
+                if t.reg.has_penalty:
+                    r = t.reg.penalty(model, ctx)
+                    values.append(r.detach())
+                    if t.sched.lam != 0.0:
+                        total = total + t.sched.lam * r
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        lr = opt.param_groups[0]["lr"]
+        for t in s.terms:
+            if t.reg.has_prox:
+                t.reg.prox(model, t.sched.lam, lr)
+            t.reg.after_step(model, ctx)
+        row = [data_loss.detach(), total.detach(), *values]
+        for t in s.terms:
+            if t.sched.wants_measurement(self.step):
+                acc = correct(out.detach(), y, s.data.task).item() / y.shape[0]
+                t.sched.observe(self.step, {"train_loss": data_loss.item(), "train_acc": acc, "epoch_step": self.batch_in_epoch})
+        if s.lr_sched is not None and s.cfg.lr_schedule.unit == "iteration":
+            s.lr_sched.step()
+        if self.step % s.cfg.train.log_every == 0:
+            lams = tuple(t.sched.lam for t in s.terms)
+            self._pending.append((self.step, self.epoch, lr, lams, torch.stack([v.float() for v in row])))
+
+    # ------------------------------------------------------------------ logging
+    def _flush(self) -> None:
+        """Write pending per-step rows; stop the run if any loss is NaN or inf."""
+        if not self._pending:
+            return
+        vals = torch.stack([p[4] for p in self._pending]).cpu()
+        names = ["loss", "total_loss"] + [f"penalty.{t.key}" for t in self.s.terms if t.reg.has_penalty]
+        lam_names = [f"lam.{t.key}" for t in self.s.terms]
+        rows = []
+        for (step, epoch, lr, lams, _), v in zip(self._pending, vals.tolist()):
+            rows.append({"step": step, "epoch": epoch, "lr": lr, **dict(zip(names, v)), **dict(zip(lam_names, lams))})
+        finite = torch.isfinite(vals[:, :2]).all(dim=1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            self.diverged_at = self._pending[bad][0]
+            rows = rows[: bad + 1]
+        self.rd.append(self.rd.steps_path, rows)
+        self._pending.clear()
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_due(self, end_of_epoch: bool) -> bool:
+        tc = self.s.cfg.train
+        if tc.eval_unit == "iteration":
+            return self.step % tc.eval_every == 0
+        return end_of_epoch and self.epoch % tc.eval_every == 0
+
+    def _evaluate(self) -> dict:
+        s, tc = self.s, self.s.cfg.train
+        d = s.data
+        row: dict = {"step": self.step, "epoch": self.step / s.steps_per_epoch}
+        xt, yt = d.x_train, d.y_train
+        if tc.eval_train_limit is not None:
+            xt, yt = xt[: tc.eval_train_limit], yt[: tc.eval_train_limit]
+        splits = [("train", xt, yt), ("val", d.x_val, d.y_val), ("test", d.x_test, d.y_test)]
+        for name, x, y in splits:
+            if x is None:
+                continue
+            m = evaluate(s.model, x, y, s.loss_fn, d.task, tc.eval_batch_size)
+            row[f"{name}_loss"], row[f"{name}_acc"] = m["loss"], m["acc"]
+        for t in s.terms:
+            row[f"lam.{t.key}"] = t.sched.lam
+            for k, v in t.reg.report(s.model).items():
+                row[f"{t.key}.{k}"] = v
+        row["lr"] = s.optimizer.param_groups[0]["lr"]
+        row["time"] = self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+        self.rd.append(self.rd.evals_path, [row])
+        self.n_evals += 1
+        self._last_eval = row
+        self._track_best(row)
+        return row
+
+    def _selection(self, row: dict) -> tuple[str, float, bool]:
+        """(metric name, value, higher_is_better) used for the best checkpoint."""
+        es = self.s.cfg.train.early_stopping
+        if "val_loss" in row:
+            return es.metric, row[es.metric], es.metric == "val_acc"
+        return "train_loss", row["train_loss"], False
+
+    def _track_best(self, row: dict) -> None:
+        name, value, higher = self._selection(row)
+        if not math.isfinite(value):
+            return
+        es = self.s.cfg.train.early_stopping
+        if self.best_value is None:
+            improved = True
+        else:
+            gain = (value - self.best_value) if higher else (self.best_value - value)
+            improved = gain > es.min_delta
+        if improved:
+            self.best_value, self.best_step = value, self.step
+            self.best_state = {k: v.detach().clone() for k, v in self.s.model.state_dict().items()}
+            self.evals_since_best = 0
+            self.rd.save_checkpoint("best", {"model": self.best_state, "step": self.step, "metric": name, "value": value})
+        else:
+            self.evals_since_best += 1
+            if es.patience is not None and self.evals_since_best >= es.patience:
+                self.stopped_early = True
+
+    # ------------------------------------------------------------------ end of run
+    def _finish(self) -> dict:
+        s, cfg = self.s, self.s.cfg
+        status = "diverged" if self.diverged_at is not None else "done"
+        restored = False
+        es = cfg.train.early_stopping
+        if status == "done" and es.patience is not None and es.restore_best and self.best_state is not None:
+            s.model.load_state_dict(self.best_state)
+            restored = True
+        final = self._final_metrics(restored)
+        s.model.eval()
+        self.rd.save_checkpoint("final", {"model": s.model.state_dict(), "step": self.step})
+        summary = {
+            "status": status,
+            "steps": self.step,
+            "epochs": self.step / s.steps_per_epoch,
+            "steps_per_epoch": s.steps_per_epoch,
+            "diverged_step": self.diverged_at,
+            "stopped_early": self.stopped_early,
+            "restored_best": restored,
+            "best_step": self.best_step,
+            "best_metric": self._selection(self._last_eval)[0] if self._last_eval else None,
+            "best_value": self.best_value,
+            "wall_time": self.elapsed,
+            "device": str(s.device),
+            "num_params": sum(p.numel() for p in s.model.parameters()),
+            "data": s.data.meta,
+            "final": final,
+        }
+        return summary
+
+    def _final_metrics(self, restored: bool) -> dict:
+        if self.diverged_at is not None:
+            return {k: v for k, v in self._last_eval.items() if k not in ("time",)}
+        if restored:
+            # The weights changed back to the best ones: measure them, do not reuse old rows.
+            row = self._evaluate()
+        else:
+            row = self._last_eval
+        return {k: v for k, v in row.items() if k != "time"}
+
+    # ------------------------------------------------------------------ resume
+    def _save_resume_point(self, run_elapsed: float) -> None:
+        s = self.s
+        state = {
+            "model": s.model.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
+            "lr_sched": s.lr_sched.state_dict() if s.lr_sched is not None else None,
+            "terms": [{"reg": t.reg.state_dict(), "sched": t.sched.state_dict()} for t in s.terms],
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "perm": self.perm,
+            "data_gen": s.data_gen.get_state(),
+            "aug_gen": s.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "py_rng": random.getstate(),
+            "best": {"value": self.best_value, "step": self.best_step, "since": self.evals_since_best, "state": self.best_state},
+            "n_evals": self.n_evals,
+            "elapsed": self.elapsed + run_elapsed,
+            "last_eval": self._last_eval,
+        }
+        self.rd.save_checkpoint("last", state)
+
+    def _maybe_resume(self) -> bool:
+        s = self.s
+        ck = self.rd.load_checkpoint("last", map_location=s.device)
+        if ck is None:
+            if self.rd.steps_path.exists() or self.rd.evals_path.exists():
+                self.rd.truncate_logs(-1)  # started, never checkpointed: start over cleanly
+            return False
+        s.model.load_state_dict(ck["model"])
+        s.optimizer.load_state_dict(ck["optimizer"])
+        if s.lr_sched is not None and ck["lr_sched"] is not None:
+            s.lr_sched.load_state_dict(ck["lr_sched"])
+        for t, st in zip(s.terms, ck["terms"]):
+            t.reg.load_state_dict(st["reg"])
+            t.sched.load_state_dict(st["sched"])
+        self.step, self.epoch, self.batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
+        self.perm = ck["perm"]
+        s.data_gen.set_state(ck["data_gen"].cpu() if s.device.type == "cpu" else ck["data_gen"])
+        s.aug_gen.set_state(ck["aug_gen"].cpu() if s.device.type == "cpu" else ck["aug_gen"])
+        torch.set_rng_state(ck["torch_rng"].cpu())
+        random.setstate(_as_tuple(ck["py_rng"]))
+        b = ck["best"]
+        self.best_value, self.best_step, self.evals_since_best, self.best_state = b["value"], b["step"], b["since"], b["state"]
+        self.n_evals = ck["n_evals"]
+        self.elapsed = ck["elapsed"]
+        self._last_eval = ck["last_eval"]
+        self.rd.truncate_logs(self.step)
+        return True
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing otherwise."""
+
+    def __init__(self, total: int, start: int, enabled: bool, label: str):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
+        self.p.start()
+        self.task = self.p.add_task(label, total=total, completed=start, info="")
+        self._last = 0.0
+
+    def update(self, step: int, last_eval: dict) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        info = " ".join(f"{k}={last_eval[k]:.4g}" for k in ("train_loss", "test_acc") if k in last_eval)
+        self.p.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.p.stop()

@@ -1,0 +1,95 @@
+"""The command line: training end to end, listings, and user errors (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from reglab.cli import cli
+
+from helpers import SMALL
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_train_then_runs_table_and_export(tmp_path):
+    out = tmp_path / "runs"
+    r = invoke("train", *SMALL, "--output", str(out), "optim.lr=0.05")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("done: ")
+    [run_dir] = [p for p in out.iterdir() if p.is_dir()]
+    assert (run_dir / "DONE").exists()
+    r = invoke("runs", "--root", str(out), "--export", str(tmp_path / "t.csv"))
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "t.csv")
+    assert df.loc[0, "optim.lr"] == 0.05 and df.loc[0, "run"] == run_dir.name
+
+
+def test_yaml_config_with_nested_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  name: mlp\n  widths: [20, 16, 4]\ntrain:\n  epochs: 1\n")
+    out = tmp_path / "runs"
+    r = invoke("train", str(cfg), *SMALL[:5], "model.widths=[20,8,4]", "train.progress=false", "--output", str(out))
+    assert r.exit_code == 0, r.output
+    import json
+
+    [run_dir] = list(out.iterdir())
+    conf = json.loads((run_dir / "config.json").read_text())["config"]
+    assert conf["model"]["widths"] == [20, 8, 4] and conf["train"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    "override, field, allowed",
+    [
+        ("optim.lr=-1", "optim.lr", "greater than 0"),
+        ("optim.lrr=0.1", "optim.lrr", "lr"),
+        ("model.name=resnet", "model.name", "mlp"),
+        ("data.dataset=imagenet", "data.dataset", "mnist"),
+        ("optim.name=lbfgs", "optim.name", "sgd"),
+        ("regularizers=[{name: l3, lam: 1}]", "regularizers.0.name", "l2_mul"),
+        ("regularizers=[{name: l2_mul, lam: 1, bogus: 2}]", "regularizers.0.bogus", "depth_normalization"),
+        ("model.widths=[21,32,4]", "model.widths", "20"),
+        ("train.iterations=abc", "train.iterations", "integer"),
+    ],
+)
+def test_bad_input_one_message_exit_2_nothing_written(tmp_path, override, field, allowed):
+    out = tmp_path / "runs"
+    r = CliRunner().invoke(cli, ["train", *SMALL, "--output", str(out), override])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), r.output
+    assert allowed in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_list_names():
+    r = invoke("list", "models")
+    assert r.exit_code == 0 and {"mlp", "hardernet", "vgg19", "autol2_convnet"} <= set(r.output.split())
+    r = invoke("list", "datasets")
+    assert {"mnist", "fashion_mnist", "cifar10", "digits", "synthetic"} <= set(r.output.split())
+    r = invoke("list", "regularizers")
+    assert {"l2", "l2_sum", "l2_mul", "pathprox", "nuclear_norm"} <= set(r.output.split())
+    r = invoke("list", "schedules")
+    assert {"constant", "autol2", "advance_l2"} <= set(r.output.split())
+
+
+def test_data_command_lists_found_and_missing(tmp_path):
+    r = invoke("data", "--data-dir", str(tmp_path))
+    assert r.exit_code == 0
+    assert "digits" in r.output and "found" in r.output and "missing" in r.output
+
+
+def test_console_script_exit_status(tmp_path):
+    exe = Path(sys.executable).parent / "reglab"
+    if not exe.exists():
+        pytest.skip("console script not installed (pip install -e .)")
+    p = subprocess.run([str(exe), "train", "optim.lr=zero", "--output", str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 2 and "optim.lr" in p.stderr

@@ -1,0 +1,162 @@
+"""The training loop end to end: files, reproducibility, early stopping, NaN guard, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reglab import train as train_mod
+from reglab.regularizers import REGULARIZERS, Regularizer
+from reglab.results import load_evals, load_runs
+from reglab.store import RunDir
+from reglab.train import run
+
+from helpers import small_config
+
+
+class _Fault:
+    nan_at: int | None = None
+    raise_at: int | None = None
+
+
+@REGULARIZERS.register("_test_fault")
+class FaultInjector(Regularizer):
+    """Test-only regularizer: a zero penalty that turns NaN or raises at a chosen step."""
+
+    name = "_test_fault"
+
+    def penalty(self, model, ctx):
+        if _Fault.raise_at is not None and ctx.step == _Fault.raise_at:
+            raise RuntimeError("injected crash")
+        zero = sum(p.sum() for p in model.parameters()) * 0.0
+        if _Fault.nan_at is not None and ctx.step == _Fault.nan_at:
+            return zero + float("nan")
+        return zero
+
+
+@pytest.fixture(autouse=True)
+def _reset_faults():
+    _Fault.nan_at = _Fault.raise_at = None
+    yield
+    _Fault.nan_at = _Fault.raise_at = None
+
+
+def test_run_writes_every_file(tmp_path):
+    cfg = small_config(tmp_path)
+    res = run(cfg)
+    rd = RunDir(res.path)
+    assert res.status == "done" and rd.done
+    for name in ("config.json", "steps.jsonl", "evals.jsonl", "summary.json", "checkpoints/final.pt", "checkpoints/best.pt", "DONE"):
+        assert (res.path / name).exists(), name
+    steps = rd.steps()
+    # 256 examples / batch 32 = 8 steps an epoch, 2 epochs, every step logged.
+    assert [r["step"] for r in steps] == list(range(16))
+    evals = rd.evals()
+    assert [e["step"] for e in evals] == [0, 8, 16]  # initial model, then every epoch
+    final = torch.load(rd.ckpt("final"), weights_only=True)
+    assert set(final["model"]) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    cfgjson = json.loads((res.path / "config.json").read_text())
+    assert cfgjson["hash"] == res.path.name
+    df = load_runs(tmp_path)
+    assert len(df) == 1 and df.loc[0, "status"] == "done"
+    assert df.loc[0, "test_acc"] == pytest.approx(evals[-1]["test_acc"])
+    assert df.loc[0, "optim.lr"] == 0.1
+
+
+def test_same_seed_same_metrics_and_different_seed_differs(tmp_path):
+    a = run(small_config(tmp_path / "a"))
+    b = run(small_config(tmp_path / "b"))
+    c = run(small_config(tmp_path / "c", "seed=1"))
+    ea = load_evals(tmp_path / "a").drop(columns=["time", "run"])
+    eb = load_evals(tmp_path / "b").drop(columns=["time", "run"])
+    ec = load_evals(tmp_path / "c").drop(columns=["time", "run"])
+    assert ea.equals(eb)
+    assert not ea.equals(ec)
+    assert a.hash == b.hash != c.hash
+
+
+def test_finished_run_is_not_redone(tmp_path):
+    cfg = small_config(tmp_path)
+    first = run(cfg)
+    second = run(cfg)
+    assert second.skipped and second.path == first.path
+
+
+def test_nan_guard_marks_run_diverged_and_stops(tmp_path):
+    _Fault.nan_at = 5
+    cfg = small_config(tmp_path, "regularizers=[{name: _test_fault, lam: 1.0}]")
+    res = run(cfg)
+    assert res.status == "diverged"
+    assert res.summary["diverged_step"] == 5
+    rd = RunDir(res.path)
+    assert rd.done
+    steps = rd.steps()
+    assert steps[-1]["step"] == 5  # nothing logged past the bad step
+    assert res.summary["steps"] < 16
+
+
+def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
+    # Scripted validation losses: best at the 2nd evaluation (after step 1), then worse.
+    val_losses = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99])
+    real_evaluate = train_mod.evaluate
+
+    def scripted(model, x, y, loss_fn, task, bs):
+        m = real_evaluate(model, x, y, loss_fn, task, bs)
+        if x.shape[0] == 64:  # the validation split (256 * 0.25)
+            m["loss"] = next(val_losses)
+        return m
+
+    monkeypatch.setattr(train_mod, "evaluate", scripted)
+    over = ["data.val_size=64", "train.eval_unit=iteration", "train.eval_every=1", "train.early_stopping.patience=2"]
+    res = run(small_config(tmp_path / "es", *over))
+    assert res.summary["stopped_early"] and res.summary["restored_best"]
+    assert res.summary["best_step"] == 1
+    assert res.summary["steps"] == 3  # evals at steps 0,1,2,3: 2 without improvement after step 1
+    monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
+    # The weights after exactly one step, trained independently:
+    ref = run(small_config(tmp_path / "ref", "data.val_size=64", "train.iterations=1"))
+    w_final = torch.load(RunDir(res.path).ckpt("final"), weights_only=True)["model"]
+    w_ref = torch.load(RunDir(ref.path).ckpt("final"), weights_only=True)["model"]
+    for k in w_ref:
+        assert torch.equal(w_final[k], w_ref[k]), k
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path):
+    over = ["train.epochs=3", "regularizers=[{name: _test_fault, lam: 1.0}]"]
+    ref = run(small_config(tmp_path / "ref", *over))
+    _Fault.raise_at = 19  # after the checkpoint written at the end of epoch 2 (step 16)
+    cfg = small_config(tmp_path / "int", *over)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(cfg)
+    rd = RunDir(tmp_path / "int" / ref.hash)
+    assert not rd.done and (rd.path / "error.json").exists()
+    _Fault.raise_at = None
+    res = run(cfg)
+    assert res.status == "done" and not (rd.path / "error.json").exists()
+    a = load_evals(tmp_path / "ref").drop(columns=["time", "run"])
+    b = load_evals(tmp_path / "int").drop(columns=["time", "run"])
+    assert a.equals(b)
+    sa = [(r["step"], r["loss"]) for r in RunDir(ref.path).steps()]
+    sb = [(r["step"], r["loss"]) for r in rd.steps()]
+    assert sa == sb
+
+
+def test_lr_schedules_follow_their_formulas(tmp_path):
+    res = run(small_config(tmp_path, "lr_schedule.name=multistep", "lr_schedule.milestones=[1]", "lr_schedule.gamma=0.5"))
+    lrs = {r["step"]: r["lr"] for r in RunDir(res.path).steps()}
+    assert lrs[0] == pytest.approx(0.1) and lrs[7] == pytest.approx(0.1)
+    assert lrs[8] == pytest.approx(0.05) and lrs[15] == pytest.approx(0.05)
+    res = run(small_config(tmp_path, "lr_schedule.name=cosine", "lr_schedule.unit=iteration", "lr_schedule.eta_min=0.01", "train.epochs=1"))
+    lrs = [r["lr"] for r in RunDir(res.path).steps()]
+    import math
+
+    expect = [0.01 + 0.5 * (0.1 - 0.01) * (1 + math.cos(math.pi * t / 8)) for t in range(8)]
+    assert lrs == pytest.approx(expect)
+
+
+def test_iteration_budget_and_partial_last_batch(tmp_path):
+    res = run(small_config(tmp_path, "train.batch_size=100", "train.epochs=null", "train.iterations=7"))
+    # 256 examples at batch 100: 3 steps an epoch (the last one has 56 examples).
+    assert res.summary["steps"] == 7 and res.summary["steps_per_epoch"] == 3
