@@ -142,6 +142,9 @@ class TrainConfig(_Strict):
     """Per-step metrics are written every log_every steps."""
     checkpoint_every: int = Field(1, ge=1)
     """Write the resume checkpoint every this many evaluations."""
+    snapshot_every: int | None = Field(None, ge=1)
+    """Keep the weights every this many evaluations (checkpoints/snap_<step>.pt): the trajectory
+    that PCA landscape directions are computed from."""
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     progress: bool = True
 
@@ -172,6 +175,40 @@ class RegularizerConfig(_Strict):
     """Which parameters the regularizer acts on (where it acts on parameters at all)."""
 
 
+class LandscapeConfig(_Strict):
+    """A loss landscape around the final weights (see reglab.landscape)."""
+
+    dims: Literal[1, 2] = 2
+    directions: Literal["random", "pca"] = "random"
+    """random: seeded Gaussian directions; pca: top principal components of the run's snapshots."""
+    normalization: Literal["filter", "layer", "none"] = "filter"
+    """filter: Li et al. 2018 (each filter/row scaled to its weight filter's norm); layer: per tensor."""
+    range: tuple[float, float] = (-1.0, 1.0)
+    resolution: int = Field(21, ge=2)
+    examples: int = Field(2048, ge=1)
+    """Evaluation data budget per grid point (the first N examples of the split)."""
+    split: Literal["train", "val", "test"] = "train"
+    seed: int = 0
+    include_bias: bool = False
+    """Perturb biases and normalization parameters too (excluded by default)."""
+
+
+class AnalysisConfig(_Strict):
+    """What is measured on the trained network at the end of a run (and during it)."""
+
+    margins: bool = True
+    hidden_margins: bool = False
+    """Linearized hidden-layer margins of Jiang et al. 2019 (one backward pass per layer)."""
+    margin_limit: int | None = Field(None, ge=1)
+    """At most this many examples per split for margins (None: all)."""
+    spectra: bool = True
+    spectra_every: int | None = Field(None, ge=1)
+    """Also record ranks and spectra every this many evaluations during training."""
+    sparsity: bool = True
+    active_threshold: float = Field(1e-8, ge=0)
+    landscape: LandscapeConfig | None = None
+
+
 class RunConfig(_Strict):
     name: str = "run"
     """A label for the run or sweep; not part of the run's identity."""
@@ -186,6 +223,7 @@ class RunConfig(_Strict):
     lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     regularizers: list[RegularizerConfig] = Field(default_factory=list)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
     @field_validator("device")
     @classmethod

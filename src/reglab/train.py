@@ -282,6 +282,9 @@ class Trainer:
         row["time"] = self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
         self.rd.append(self.rd.evals_path, [row])
         self.n_evals += 1
+        se = tc.snapshot_every
+        if se is not None and (self.n_evals - 1) % se == 0:
+            self.rd.save_checkpoint(f"snap_{self.step:08d}", {"model": s.model.state_dict(), "step": self.step})
         self._last_eval = row
         self._track_best(row)
         return row
