@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reglab.config import load_config
+from reglab.regularizers import REGULARIZERS, Regularizer
 
 SMALL = [
     "data.dataset=synthetic",
@@ -21,3 +22,27 @@ SMALL = [
 
 def small_config(tmp_path, *overrides: str):
     return load_config(None, [*SMALL, f"output={tmp_path}", *overrides])
+
+
+class _Fault:
+    """Switches for the test-only `_test_fault` regularizer (module globals, reset by tests)."""
+
+    nan_at: int | None = None
+    raise_at: int | None = None
+
+
+if "_test_fault" not in REGULARIZERS:
+
+    @REGULARIZERS.register("_test_fault")
+    class FaultInjector(Regularizer):
+        """A zero penalty that turns NaN or raises at a chosen step (tests only)."""
+
+        name = "_test_fault"
+
+        def penalty(self, model, ctx):
+            if _Fault.raise_at is not None and ctx.step == _Fault.raise_at:
+                raise RuntimeError("injected crash")
+            zero = sum(p.sum() for p in model.parameters()) * 0.0
+            if _Fault.nan_at is not None and ctx.step == _Fault.nan_at:
+                return zero + float("nan")
+            return zero

@@ -299,10 +299,11 @@ def test_prox_zeros_exactly_the_units_below_tau():
     tau = float(p.median())
     expected_dead = int((p <= tau).sum())
     assert 0 < expected_dead < p.numel()
-    out = reg.prox(model, lam=tau / 0.5, lr=0.5)
-    assert out["units_zeroed"] == expected_dead
-    assert out["active_units_pct"] == pytest.approx(100.0 * (p.numel() - expected_dead) / p.numel())
-    assert reg.report(model)["active_units_pct"] == pytest.approx(out["active_units_pct"])
+    assert reg.report(model)["units_zeroed"] == 0.0  # no prox step yet
+    assert reg.prox(model, lam=tau / 0.5, lr=0.5) == {}
+    rep = reg.report(model)
+    assert rep["units_zeroed"] == expected_dead
+    assert rep["active_units_pct"] == pytest.approx(100.0 * (p.numel() - expected_dead) / p.numel())
     for g, dead in zip(model.unit_groups(), (p <= tau).split([g.size for g in model.unit_groups()])):
         v_dead = g.out.weight.transpose(0, 1)[dead]
         assert v_dead.numel() > 0 or not dead.any()
@@ -324,11 +325,42 @@ def test_weight_decay_never_makes_exact_zeros():
         loss = F.mse_loss(model(x), y) + 0.1 * reg.penalty(model, None)
         loss.backward()
         opt.step()
-        out = reg.prox(model, lam=0.1, lr=0.1)
-        assert out == {"units_zeroed": 0.0, "active_units_pct": 100.0}
+        assert reg.prox(model, lam=0.1, lr=0.1) == {}
     assert any(not torch.equal(a, b) for a, b in zip(params0, model.parameters()))
     rep = reg.report(model)
     assert rep["active_units_pct"] == 100.0 and rep["active_units_pct_thresh"] == 100.0
+    assert rep["units_zeroed"] == 0.0
+
+
+def test_units_zeroed_counts_only_units_this_step_zeroed():
+    model = MLP()
+    reg = make(balance=False)
+    reg.setup(model)
+    g1, g2 = model.unit_groups()
+    with torch.no_grad():
+        g1.out.weight[:, 0] = 0.0  # already dead: thresholded again, but not counted
+        g1.out.weight[:, 1] *= 1e-6  # alive, far below tau: zeroed by this step
+    reg.prox(model, lam=1e-3, lr=1.0)
+    p = torch.cat([pnorms(g) for g in model.unit_groups()])
+    assert p[0] == 0.0 and p[1] == 0.0
+    assert reg.report(model)["units_zeroed"] == 1.0
+    reg.prox(model, lam=1e-3, lr=1.0)  # nothing new to zero
+    assert reg.report(model)["units_zeroed"] == 0.0
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_prox_computes_no_path_norms_beyond_the_balance(monkeypatch, balance):
+    # Expensive things are computed once per step, never twice for logging: the prox step
+    # needs the group path norms only for the layerwise balance (one per group).
+    calls = []
+    real = pp.unit_path_norms
+    monkeypatch.setattr(pp, "unit_path_norms", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(pp, "group_path_norms", pp.unit_path_norms)
+    model = MLP()
+    reg = make(balance=balance)
+    reg.setup(model)
+    reg.prox(model, lam=0.01, lr=0.1)
+    assert len(calls) == (len(model.unit_groups()) if balance else 0)
 
 
 @pytest.mark.parametrize("build,inputs", MODELS)
@@ -482,6 +514,7 @@ def test_report_hand_computed(algorithm):
         {
             "active_units_pct": 100.0,
             "active_units_pct_thresh": 100.0,
+            "units_zeroed": 0.0,
             "path_norm": pn,
             "path_norm.wv": pn,
             "objective_path_norm": pn + 1.0,

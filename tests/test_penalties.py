@@ -18,7 +18,7 @@ from reglab.errors import ConfigError
 from reglab.models.structure import UnitGroup
 from reglab.models.weightnorm import apply_paper_wn, wn_scale
 from reglab.regularizers import REGULARIZERS, build_regularizer
-from reglab.regularizers.graph_energy import layered_adjacency
+from reglab.regularizers.graph_energy import biadjacency, graph_energy, layered_adjacency
 from reglab.regularizers.l2 import l2_mul
 from reglab.regularizers.path_norm import unit_path_norms
 
@@ -140,6 +140,53 @@ def test_weight_layer_penalties_reject_other_roles():
     for name in ["l2_mul", "nuclear_norm", "graph_energy", "path_energy", "path_norm"]:
         with pytest.raises(ConfigError, match="roles"):
             make(name, roles=["weight", "bias"])
+
+
+ROLE_CHECKED = ["l2_sum", "l2_mul", "frobenius", "nuclear_norm", "spectral_energy", "graph_energy", "path_energy", "path_norm", "pathprox"]
+
+
+@pytest.mark.parametrize("name", ROLE_CHECKED)
+def test_constructor_config_errors_are_prefixed_with_where(name):
+    cfg = RegularizerConfig(name=name, lam=1.0, roles=["weight", "bias"])
+    with pytest.raises(ConfigError) as e:
+        build_regularizer(cfg, "regularizers.3")
+    assert e.value.field == "regularizers.3.roles"
+    assert str(e.value).startswith("regularizers.3.roles: ")
+    assert e.value.allowed == ["[weight]"]
+    assert str(e.value).count("(allowed:") == 1  # the message is not doubled
+
+
+def test_jacobian_nuclear_roles_error_is_prefixed():
+    cfg = RegularizerConfig(name="jacobian_nuclear", lam=1.0, split=1, roles=["bias"])
+    with pytest.raises(ConfigError) as e:
+        build_regularizer(cfg, "regularizers.1")
+    assert e.value.field == "regularizers.1.roles"
+
+
+def test_prefixed_keeps_an_already_prefixed_field():
+    from reglab.regularizers import prefixed
+
+    err = ConfigError("regularizers.0.roles", "bad", ["[weight]"])
+    assert prefixed(err, "regularizers.0") is err
+    moved = prefixed(ConfigError("roles", "bad roles", ["[weight]"]), "regularizers.2")
+    assert (moved.field, str(moved), moved.allowed) == ("regularizers.2.roles", "regularizers.2.roles: bad roles (allowed: [weight])", ["[weight]"])
+    plain = prefixed(ConfigError("split", "too large"), "regularizers.0")
+    assert (plain.field, str(plain), plain.allowed) == ("regularizers.0.split", "regularizers.0.split: too large", None)
+
+
+def test_bad_roles_are_caught_at_config_validation():
+    from reglab.config import load_config
+    from reglab.regularizers import check_regularizer_options
+
+    with pytest.raises(ConfigError) as e:
+        check_regularizer_options(RegularizerConfig(name="graph_energy", roles=["weight", "norm"]), "regularizers.0")
+    assert e.value.field == "regularizers.0.roles"
+    # ... and so by load_config, before any data, model or run exists
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["regularizers=[{name: l2, lam: 1}, {name: path_norm, lam: 1, roles: [bias]}]"])
+    assert e.value.field == "regularizers.1.roles"
+    cfg = load_config(None, ["regularizers=[{name: l2, lam: 1, roles: [weight, bias, norm]}]"])  # l2 selects by role
+    assert cfg.regularizers[0].roles == ["weight", "bias", "norm"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,8 +451,65 @@ def test_graph_energy_rejects_unsupported_models():
         make("graph_energy").setup(small_cnn())
     with pytest.raises(ValueError, match="chain"):
         make("graph_energy").setup(nn.ModuleList([nn.Linear(3, 4), nn.Linear(5, 2)]))
-    with pytest.raises(ValueError, match="one weight layer"):
-        make("graph_energy", method="bipartite_svd").setup(mlp(3, 4, 2))
+    make("graph_energy", method="bipartite_svd").setup(mlp(3, 4, 2))  # any depth now
+
+
+def random_chain(widths, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, a, dtype=torch.float64, generator=g) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+
+
+@pytest.mark.parametrize(
+    "widths",
+    [(5, 3), (3, 4, 2), (6, 2, 7), (3, 5, 4, 2), (4, 2, 6, 3), (3, 6, 2, 5, 4), (5, 3, 4, 3, 6), (2, 2, 2, 2, 2)],
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_graph_energy_bipartite_svd_equals_dense(widths, seed):
+    weights = random_chain(widths, seed)
+    dense = graph_energy(weights, "dense")
+    assert graph_energy(weights, "bipartite_svd").item() == pytest.approx(dense.item(), rel=1e-8, abs=1e-8)
+    assert graph_energy(weights, "auto").item() == pytest.approx(dense.item(), rel=1e-8, abs=1e-8)
+
+
+@pytest.mark.parametrize("widths", [(3, 4, 2), (4, 2, 6, 3), (3, 6, 2, 5, 4)])
+def test_biadjacency_is_the_even_odd_block_of_the_adjacency(widths):
+    weights = random_chain(widths, 3)
+    sizes = list(widths)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    even = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in range(0, len(sizes), 2)])
+    odd = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in range(1, len(sizes), 2)])
+    a = numpy_layered_adjacency([w.numpy() for w in weights])
+    np.testing.assert_array_equal(biadjacency(weights).numpy(), a[np.ix_(even, odd)])
+    # the permuted adjacency is [[0, B], [B^T, 0]]: no edge inside a side
+    assert not a[np.ix_(even, even)].any() and not a[np.ix_(odd, odd)].any()
+
+
+@pytest.mark.parametrize("widths", [(3, 4, 2), (4, 2, 6, 3), (3, 6, 2, 5, 4)])
+def test_graph_energy_bipartite_svd_gradient_equals_dense(widths):
+    # Generic random weights: B has full rank and distinct nonzero singular values, so both
+    # routes are differentiable and must give the same gradient (the dense route's zero
+    # eigenvalues of A have eigenvectors inside one side only and contribute nothing).
+    weights = [w.requires_grad_(True) for w in random_chain(widths, 4)]
+    sigma = torch.linalg.svdvals(biadjacency([w.detach() for w in weights]))
+    assert sigma.min() > 1e-3 and (sigma[:-1] - sigma[1:]).min() > 1e-6
+    g_svd = torch.autograd.grad(graph_energy(weights, "bipartite_svd"), weights)
+    g_dense = torch.autograd.grad(graph_energy(weights, "dense"), weights)
+    for a, b in zip(g_svd, g_dense, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+
+
+def test_graph_energy_bipartite_svd_gradcheck_deep():
+    assert_gradcheck(make("graph_energy", method="bipartite_svd"), mlp(3, 4, 2, 5, seed=7))
+    assert_gradcheck(make("graph_energy"), mlp(4, 3, 5, seed=8))
+
+
+def test_graph_energy_rank_deficient_chain_is_finite():
+    # 4-1-1-4: the 1-unit bottleneck forces zero singular values of B (structural rank 2 of 5);
+    # the value is still exact and autograd returns a finite subgradient.
+    weights = [w.requires_grad_(True) for w in random_chain((4, 1, 1, 4), 5)]
+    value = graph_energy(weights, "bipartite_svd")
+    assert value.item() == pytest.approx(graph_energy(weights, "dense").item(), rel=1e-8)
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(value, weights))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,32 +8,11 @@ import pytest
 import torch
 
 from reglab import train as train_mod
-from reglab.regularizers import REGULARIZERS, Regularizer
 from reglab.results import load_evals, load_runs
 from reglab.store import RunDir
 from reglab.train import run
 
-from helpers import small_config
-
-
-class _Fault:
-    nan_at: int | None = None
-    raise_at: int | None = None
-
-
-@REGULARIZERS.register("_test_fault")
-class FaultInjector(Regularizer):
-    """Test-only regularizer: a zero penalty that turns NaN or raises at a chosen step."""
-
-    name = "_test_fault"
-
-    def penalty(self, model, ctx):
-        if _Fault.raise_at is not None and ctx.step == _Fault.raise_at:
-            raise RuntimeError("injected crash")
-        zero = sum(p.sum() for p in model.parameters()) * 0.0
-        if _Fault.nan_at is not None and ctx.step == _Fault.nan_at:
-            return zero + float("nan")
-        return zero
+from helpers import _Fault, small_config
 
 
 @pytest.fixture(autouse=True)

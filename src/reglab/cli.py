@@ -79,6 +79,62 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     return path, overrides
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--jobs", "-j", type=int, default=None, help="Concurrent runs (default: the number of cores).")
+@click.option("--executor", type=click.Choice(["inline", "process", "slurm", "submitit_local"]), default=None,
+              help="inline (one process), process (a local pool; default when jobs > 1), slurm or submitit_local (via submitit).")
+@click.option("--name", default=None, help="Sweep name (default: the config's name, else the file name).")
+@click.option("--seeds", type=int, default=None, help="Add a seed axis 0..N-1.")
+@click.option("--slurm", "slurm_opts", multiple=True, help="SLURM parameter KEY=VALUE (partition, time, gpus_per_node, cpus_per_task, mem_gb, account, qos).")
+@click.option("--data-dir", default=None, help="Dataset directory.")
+@click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
+@click.option("--dry-run", is_flag=True, help="Expand and validate the grid, print it, run nothing.")
+def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run) -> None:
+    """Run a grid: reglab sweep CONFIG.yaml [key=a,b,c ...]
+
+    Any value given as a list in the YAML, or as key=a,b,c here, is an axis; the sweep runs the
+    product (per entry of `variants:` if the file has one). Finished runs are skipped, interrupted
+    ones resume. Exit status 1 if any run failed.
+    """
+    from .sweep import build_spec, expand, run_sweep
+    from .sweep.executors import default_jobs
+
+    path, overrides = _split_args(args)
+    if seeds is not None:
+        overrides.append("seed=" + ",".join(str(i) for i in range(seeds)) + ("," if seeds == 1 else ""))
+    spec = build_spec(path, [o for o in overrides])
+    if seeds == 1:
+        spec["seed"] = 0
+    slurm = dict(spec.pop("slurm", None) or {})
+    for item in slurm_opts:
+        k, _, v = item.partition("=")
+        from .config import parse_value
+
+        slurm[k.strip()] = parse_value(v)
+    if output is not None:
+        spec["output"] = output
+    if data_dir is not None:
+        spec.setdefault("data", {})["dir"] = data_dir
+    runs = expand(spec)
+    root = Path(runs[0].config.output) if runs else Path(output or "runs")
+    sweep_name = name or (spec.get("name") if isinstance(spec.get("name"), str) else None) or (Path(path).stem if path else "sweep")
+    axes = sorted({k for r in runs for k in r.axes})
+    click.echo(f"sweep {sweep_name}: {len(runs)} runs under {root}" + (f", axes: {', '.join(axes)}" if axes else ""))
+    if dry_run:
+        for r in runs:
+            click.echo(f"  {r.hash}  " + "  ".join(f"{k}={v}" for k, v in r.axes.items()))
+        return
+    jobs = jobs or default_jobs()
+    executor = executor or ("process" if jobs > 1 and len(runs) > 1 else "inline")
+    res = run_sweep(sweep_name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, slurm=slurm)
+    for o in res.failed:
+        click.echo(f"failed: {o.hash}: {o.error}", err=True)
+    click.echo(f"results: reglab runs --root {root} --sweep {sweep_name}")
+    if res.failed:
+        sys.exit(1)
+
+
 @cli.command("list")
 @click.argument("what", type=click.Choice(["models", "datasets", "regularizers", "schedules"]))
 def list_names(what: str) -> None:
@@ -115,14 +171,15 @@ def data(data_dir: str | None) -> None:
 
 @cli.command()
 @click.option("--root", default="runs", show_default=True, help="Results root to read.")
+@click.option("--sweep", "sweep_name", default=None, help="Only the runs of this sweep.")
 @click.option("--export", "export", default=None, help="Write the table to FILE.csv or FILE.parquet.")
 @click.option("--all-columns", is_flag=True, help="Show every column, not only the varying config values and main metrics.")
-def runs(root: str, export: str | None, all_columns: bool) -> None:
+def runs(root: str, sweep_name: str | None, export: str | None, all_columns: bool) -> None:
     """Print a table of the runs under a results root."""
     from .report_table import print_runs_table
     from .results import load_runs
 
-    df = load_runs(root)
+    df = load_runs(root, sweep=sweep_name)
     if df.empty:
         click.echo(f"no runs under {root}")
         return

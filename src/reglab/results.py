@@ -58,15 +58,28 @@ def run_row(rd: RunDir) -> dict:
     return row
 
 
-def load_runs(root: str | Path = "runs") -> pd.DataFrame:
-    """One row per run under `root` (see module docstring for the columns)."""
-    rows = [run_row(rd) for rd in run_dirs(Path(root))]
+def _selected(root: str | Path, sweep: str | None, runs: list[str] | None) -> list[RunDir]:
+    dirs = run_dirs(Path(root))
+    if sweep is not None:
+        from .sweep.runner import sweep_hashes
+
+        wanted = set(sweep_hashes(Path(root), sweep))
+        dirs = [d for d in dirs if d.path.name in wanted]
+    if runs is not None:
+        dirs = [d for d in dirs if d.path.name in set(runs)]
+    return dirs
+
+
+def load_runs(root: str | Path = "runs", sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
+    """One row per run under `root` (see module docstring for the columns); `sweep` keeps the
+    runs of that sweep only (its manifest under root/sweeps/), `runs` a list of run hashes."""
+    rows = [run_row(rd) for rd in _selected(root, sweep, runs)]
     return pd.DataFrame(rows)
 
 
-def _stack(root: str | Path, which: str) -> pd.DataFrame:
+def _stack(root: str | Path, which: str, sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
     frames = []
-    for rd in run_dirs(Path(root)):
+    for rd in _selected(root, sweep, runs):
         rows = rd.evals() if which == "evals" else rd.steps()
         if rows:
             df = pd.DataFrame(rows)
@@ -75,12 +88,12 @@ def _stack(root: str | Path, which: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def load_evals(root: str | Path = "runs") -> pd.DataFrame:
-    return _stack(root, "evals")
+def load_evals(root: str | Path = "runs", sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
+    return _stack(root, "evals", sweep, runs)
 
 
-def load_steps(root: str | Path = "runs") -> pd.DataFrame:
-    return _stack(root, "steps")
+def load_steps(root: str | Path = "runs", sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
+    return _stack(root, "steps", sweep, runs)
 
 
 def varying_columns(df: pd.DataFrame) -> list[str]:

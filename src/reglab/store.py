@@ -191,3 +191,47 @@ def run_dirs(root: Path) -> list[RunDir]:
     if not root.is_dir():
         return []
     return [RunDir(p) for p in sorted(root.iterdir()) if (p / "config.json").exists()]
+
+
+class RunBusy(Exception):
+    """Another process holds this run's lock (it is training it now)."""
+
+
+class RunLock:
+    """An exclusive advisory lock on a run directory (fcntl.flock on `<run>/.lock`).
+
+    Two sweeps sharing a results root never train the same run at once: the second one sees
+    the lock, defers the run and later finds it DONE. The lock dies with its process, so a
+    killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, run_path: Path):
+        self.path = Path(run_path) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

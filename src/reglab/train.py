@@ -28,7 +28,7 @@ from .optim import build_lr_schedule, build_optimizer
 from .regularizers import Regularizer, StepContext, build_regularizer
 from .runtime import resolve_device, seed_everything
 from .schedules import LambdaSchedule, build_schedule
-from .store import RunDir
+from .store import RunBusy, RunDir, RunLock
 
 FLUSH_EVERY = 50
 """Steps between writes of the per-step log (and NaN checks)."""
@@ -111,27 +111,38 @@ def config_record(cfg: RunConfig) -> dict:
     return {"hash": config_hash(cfg), "canonical": canonical_dict(cfg), "config": cfg.model_dump(mode="json"), "reglab_version": __version__}
 
 
-def run(cfg: RunConfig, data_dir: str | None = None, progress: bool | None = None, root: str | Path | None = None) -> RunResult:
+def run(cfg: RunConfig, data_dir: str | None = None, progress: bool | None = None, root: str | Path | None = None, wait: bool = False) -> RunResult:
     """Train one run into <root>/<hash>/. A finished run (DONE) is not redone; an unfinished one
-    resumes from its last checkpoint."""
+    resumes from its last checkpoint. If another process is training the same run, raise
+    RunBusy (or, with wait=True, wait for it and return its result)."""
     h = config_hash(cfg)
     rd = RunDir(Path(root if root is not None else cfg.output) / h)
     if rd.done:
-        s = rd.read_summary() or {}
-        return RunResult(rd.path, h, s.get("status", "done"), s, skipped=True)
+        return _finished(rd, h)
     setup = prepare(cfg, data_dir)
-    if not rd.exists():
-        rd.create(config_record(cfg))
-    rd.clear_error()
-    show = cfg.train.progress if progress is None else progress
-    try:
-        summary = Trainer(setup, rd, show).fit()
-    except Exception as e:
-        rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
-        raise
-    rd.write_summary(summary)
-    rd.mark_done()
+    lock = RunLock(rd.path)
+    if not lock.acquire(blocking=wait):
+        raise RunBusy(str(rd.path))
+    with lock:
+        if rd.done:  # finished by another process while we prepared or waited
+            return _finished(rd, h)
+        if not rd.exists():
+            rd.create(config_record(cfg))
+        rd.clear_error()
+        show = cfg.train.progress if progress is None else progress
+        try:
+            summary = Trainer(setup, rd, show).fit()
+        except Exception as e:
+            rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
+            raise
+        rd.write_summary(summary)
+        rd.mark_done()
     return RunResult(rd.path, h, summary["status"], summary)
+
+
+def _finished(rd: RunDir, h: str) -> RunResult:
+    s = rd.read_summary() or {}
+    return RunResult(rd.path, h, s.get("status", "done"), s, skipped=True)
 
 
 class Trainer:

@@ -152,6 +152,21 @@ def to_model_input(x: torch.Tensor, mean: list[float], std: list[float], device)
 # ----------------------------------------------------------------------------- pipeline
 
 
+_RAW_CACHE: dict[tuple, object] = {}
+_RAW_CACHE_SIZE = 2
+
+
+def _load_raw(spec, root: Path, cfg: DataConfig):
+    """spec.load with a small in-process cache: a sweep's runs in one process read a dataset
+    once. The pipeline below never modifies the raw tensors in place, so sharing is safe."""
+    key = (spec.name, str(Path(root).resolve()), cfg.synthetic.model_dump_json() if spec.name == "synthetic" else None)
+    if key not in _RAW_CACHE:
+        while len(_RAW_CACHE) >= _RAW_CACHE_SIZE:
+            _RAW_CACHE.pop(next(iter(_RAW_CACHE)))
+        _RAW_CACHE[key] = spec.load(root, download=True, cfg=cfg)
+    return _RAW_CACHE[key]
+
+
 def build_task(
     cfg: DataConfig, run_seed: int, device: torch.device | str = "cpu", data_dir: Path | None = None
 ) -> TaskData:
@@ -167,7 +182,7 @@ def build_task(
     if cfg.rest_as_validation and (cfg.val_size is not None or cfg.val_fraction > 0):
         raise ConfigError("data.val_fraction", "rest_as_validation already makes the validation set", [0])
     root = Path(data_dir) if data_dir is not None else resolve_data_dir(cfg.dir)
-    raw = spec.load(root, download=True, cfg=cfg)
+    raw = _load_raw(spec, root, cfg)
 
     x_tr, y_tr, x_te, y_te, classes = raw.x_train, raw.y_train, raw.x_test, raw.y_test, list(raw.classes)
     if cfg.train_limit is not None:

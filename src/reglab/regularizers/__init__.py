@@ -20,8 +20,23 @@ def regularizer_options(cfg) -> dict:
 
 
 def check_regularizer_options(cfg, where: str) -> None:
-    cls = REGULARIZERS.get(cfg.name, f"{where}.name")
-    _validate_options(cls, regularizer_options(cfg), where)
+    """Config-time check of one regularizer entry: its name, its options and everything its
+    constructor checks (e.g. roles), by building it (cheap: no model is involved). Raises
+    ConfigError with fields under `where`. Checks that need the model happen at `setup`."""
+    build_regularizer(cfg, where)
+
+
+def prefixed(error: ConfigError, where: str) -> ConfigError:
+    """`error` with its field under `where` (e.g. roles -> regularizers.0.roles); `error` itself
+    when its field is already `where` or below it."""
+    if error.field == where or error.field.startswith(f"{where}."):
+        return error
+    message = str(error)[len(error.field) + 2 :]  # str(e) = "<field>: <message>[ (allowed: ...)]"
+    if error.allowed is not None:
+        suffix = f" (allowed: {', '.join(map(str, error.allowed))})"
+        if message.endswith(suffix):
+            message = message[: -len(suffix)]
+    return ConfigError(f"{where}.{error.field}", message, error.allowed)
 
 
 def _validate_options(cls, opts: dict, where: str):
@@ -40,7 +55,18 @@ def _validate_options(cls, opts: dict, where: str):
 def build_regularizer(cfg, where: str = "regularizers") -> Regularizer:
     cls = REGULARIZERS.get(cfg.name, f"{where}.name")
     opts = _validate_options(cls, regularizer_options(cfg), where)
-    return cls(opts, roles=cfg.roles)
+    try:
+        return cls(opts, roles=cfg.roles)
+    except ConfigError as e:
+        raise prefixed(e, where) from None
 
 
-__all__ = ["REGULARIZERS", "Options", "Regularizer", "StepContext", "build_regularizer", "check_regularizer_options"]
+__all__ = [
+    "REGULARIZERS",
+    "Options",
+    "Regularizer",
+    "StepContext",
+    "build_regularizer",
+    "check_regularizer_options",
+    "prefixed",
+]

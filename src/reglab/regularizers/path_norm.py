@@ -11,7 +11,9 @@ layer V that reads them. Unit j has input weights w_j and output weights v_j:
 
 Biases are excluded by default. R is invariant to rescaling a unit (w_j -> s w_j, v_j -> v_j / s,
 s > 0), and lam * R has the same minimizers as (lam/2) sum (||W||_F^2 + ||V||_F^2) (AM-GM).
-`unit_path_norms` is public: PathProx and the analysis reuse it.
+The per-unit views (`unit_input_weights`, `unit_output_weights`), their row norms
+(`unit_input_norms`, `unit_output_norms`) and `unit_path_norms` are public: PathProx and the
+analysis reuse them.
 """
 
 from __future__ import annotations
@@ -47,11 +49,19 @@ def unit_output_weights(group: UnitGroup) -> torch.Tensor:
     return weight.transpose(0, 1).reshape(units, -1)
 
 
+def unit_input_norms(group: UnitGroup, include_bias: bool = False) -> torch.Tensor:
+    """(units,) vector of ||w_j||_2 (||[w_j, b_j]||_2 with include_bias), differentiable."""
+    return torch.linalg.vector_norm(unit_input_weights(group, include_bias), dim=1)
+
+
+def unit_output_norms(group: UnitGroup) -> torch.Tensor:
+    """(units,) vector of ||v_j||_2, differentiable."""
+    return torch.linalg.vector_norm(unit_output_weights(group), dim=1)
+
+
 def unit_path_norms(group: UnitGroup, include_bias: bool = False) -> torch.Tensor:
     """Per-unit path norms ||w_j||_2 * ||v_j||_2, shape (units,), differentiable."""
-    w = unit_input_weights(group, include_bias)
-    v = unit_output_weights(group)
-    return torch.linalg.vector_norm(w, dim=1) * torch.linalg.vector_norm(v, dim=1)
+    return unit_input_norms(group, include_bias) * unit_output_norms(group)
 
 
 def path_norm(groups: list[UnitGroup], include_bias: bool = False) -> torch.Tensor:

@@ -61,10 +61,11 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..models.structure import UnitGroup, layer_norm_sq, other_layers, unit_groups, weight_layers
 from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
+from .path_norm import unit_input_norms, unit_output_norms, unit_path_norms
 
 EPS = 1e-6
 """Floor of unit norms and group path norms (as in the original code)."""
@@ -77,35 +78,9 @@ class UnsupportedModelError(UserError, ValueError):
 # --------------------------------------------------------------------------- per-unit views
 
 
-def _unit_inputs(group: UnitGroup, include_bias: bool) -> Tensor:
-    """(N, d) matrix whose row j is w_j flattened, with b_j appended when include_bias."""
-    w = group.inp.weight
-    rows = w.reshape(w.shape[0], -1)
-    bias = group.inp.bias
-    if include_bias and bias is not None:
-        rows = torch.cat([rows, bias.reshape(-1, 1)], dim=1)
-    return rows
-
-
-def _unit_outputs(group: UnitGroup) -> Tensor:
-    """(N, d) matrix whose row j is v_j = out.weight[:, j] flattened."""
-    v = group.out.weight
-    return v.transpose(0, 1).reshape(v.shape[1], -1)
-
-
-def _unit_in_norms(group: UnitGroup, include_bias: bool) -> Tensor:
-    """(N,) vector of ||w_j||_2 (||[w_j, b_j]||_2 when include_bias)."""
-    return _unit_inputs(group, include_bias).norm(dim=1)
-
-
-def _unit_out_norms(group: UnitGroup) -> Tensor:
-    """(N,) vector of ||v_j||_2."""
-    return _unit_outputs(group).norm(dim=1)
-
-
-def group_path_norms(group: UnitGroup, include_bias: bool = False) -> Tensor:
-    """(N,) vector of per-unit path norms p_j = ||w_j||_2 * ||v_j||_2 (w_j with b_j if include_bias)."""
-    return _unit_in_norms(group, include_bias) * _unit_out_norms(group)
+group_path_norms = unit_path_norms
+"""(N,) vector of per-unit path norms p_j = ||w_j||_2 * ||v_j||_2 (w_j with b_j if include_bias);
+the same function as `path_norm.unit_path_norms`, under the name PathProx has always used."""
 
 
 def _broadcast(scale: Tensor, ndim: int, dim: int) -> Tensor:
@@ -168,9 +143,15 @@ def prox_group_lasso(v: Tensor, tau: float) -> Tensor:
 
 
 @torch.no_grad()
-def _prox_unit_outputs(group: UnitGroup, tau: float) -> None:
-    """In place, v_j <- prox_group_lasso(v_j, tau) for every unit of the group (V bias untouched)."""
-    _scale_unit_outputs(group, _shrink_factors(_unit_out_norms(group), tau))
+def _prox_unit_outputs(group: UnitGroup, tau: float) -> Tensor:
+    """In place, v_j <- prox_group_lasso(v_j, tau) for every unit of the group (V bias untouched).
+
+    Returns, as a 0-d tensor on the weights' device (no host sync), the number of units this
+    thresholding set to zero: ||v_j|| > 0 before it and shrink factor exactly 0."""
+    norms = unit_output_norms(group)
+    factors = _shrink_factors(norms, tau)
+    _scale_unit_outputs(group, factors)
+    return ((norms > 0) & (factors == 0)).sum()
 
 
 @torch.no_grad()
@@ -183,7 +164,7 @@ def normalize_units(group: UnitGroup, compensate: bool = True, include_bias: boo
     unit path norm ||w_j|| ||v_j|| is preserved; without it (the original code) the unit's
     contribution to the output is divided by s_j.
     """
-    s = _unit_in_norms(group, include_bias).clamp_min(EPS)
+    s = unit_input_norms(group, include_bias).clamp_min(EPS)
     _divide_unit_inputs(group, s)
     if compensate:
         _scale_unit_outputs(group, s)
@@ -386,13 +367,25 @@ class PathProx(Regularizer):
     prox:    balance, unit normalisation and group soft-thresholding with tau = lam * lr (prox only);
     report:  the same measurements for both algorithms (see `report`).
     Parameter roles are not used: which parameters are regularised is fixed by the algorithm and
-    `regularize_bias`.
+    `regularize_bias`, so roles other than the default [weight] are a ConfigError (rather than
+    silently ignored).
     """
 
     name = "pathprox"
     Options = PathProxOptions
     has_penalty = True
     has_prox = True
+
+    def __init__(self, options: PathProxOptions, roles=("weight",)):
+        super().__init__(options, roles)
+        if self.roles != ("weight",):
+            raise ConfigError(
+                "roles",
+                f"pathprox does not select parameters by role (got {list(self.roles)}); set "
+                "regularize_bias: true to regularise biases",
+                ["[weight]"],
+            )
+        self._zeroed: Tensor | None = None
 
     def setup(self, model: nn.Module) -> None:
         groups = unit_groups(model)
@@ -419,31 +412,32 @@ class PathProx(Regularizer):
         return prox_penalty(model, groups, self._include_bias)
 
     def _unit_path_norms(self, groups: list[UnitGroup]) -> list[Tensor]:
-        return [group_path_norms(g, self._include_bias) for g in groups]
+        return [unit_path_norms(g, self._include_bias) for g in groups]
 
     @torch.no_grad()
     def prox(self, model: nn.Module, lam: float, lr: float) -> dict[str, float]:
         """Balance (unless regularize_bias or balance=False), normalise units, soft-threshold v_j.
 
-        Returns units_zeroed (units active before this step whose path norm is 0 after it) and
-        active_units_pct after the step. A no-op for algorithm weight_decay (units_zeroed = 0).
+        A no-op for algorithm weight_decay. Returns {}: this runs every step, and measurements
+        belong to `report` (evaluation time). The only by-product kept is the number of units the
+        thresholding zeroed (from the shrink factors it computes anyway; a device tensor, so no
+        host sync), reported as ``units_zeroed``.
         """
-        groups = unit_groups(model)
-        before = torch.cat(self._unit_path_norms(groups)) > 0
-        if self.options.algorithm == "prox":
-            self._prox_step(model, groups, float(lam) * float(lr))
-        after = torch.cat(self._unit_path_norms(groups)) > 0
-        return {
-            "units_zeroed": float((before & ~after).sum()),
-            "active_units_pct": _percent(after),
-        }
+        if self.options.algorithm != "prox":
+            return {}
+        self._zeroed = self._prox_step(model, unit_groups(model), float(lam) * float(lr))
+        return {}
 
-    def _prox_step(self, model: nn.Module, groups: list[UnitGroup], tau: float) -> None:
+    def _prox_step(self, model: nn.Module, groups: list[UnitGroup], tau: float) -> Tensor | None:
+        """The prox step; returns the number of units it zeroed (0-d tensor; None without groups)."""
         if self._balances:
             balance_groups(groups, layers_between_groups(model, groups))
+        zeroed = None
         for g in groups:
             normalize_units(g, compensate=self.options.compensate, include_bias=self._include_bias)
-            _prox_unit_outputs(g, tau)
+            n = _prox_unit_outputs(g, tau)
+            zeroed = n if zeroed is None else zeroed + n
+        return zeroed
 
     @torch.no_grad()
     def report(self, model: nn.Module) -> dict[str, float]:
@@ -451,6 +445,9 @@ class PathProx(Regularizer):
 
         active_units_pct        = 100 * #{j : p_j > 0} / #units
         active_units_pct_thresh = 100 * #{j : p_j > active_threshold} / #units
+        units_zeroed            = #units whose v_j the last prox step set to exactly zero
+                                  (||v_j|| > 0 after the optimizer step, <= tau); 0 before the
+                                  first prox step and for weight_decay
         path_norm               = sum_g sum_j p_j;  path_norm.<group> = sum_j p_j over that group
         objective_path_norm     = path_norm + 1/2 sum_o ||W_o||^2 (+ bias terms): the regulariser
                                   of F_pp (equals path_norm when there are no other layers and
@@ -465,6 +462,7 @@ class PathProx(Regularizer):
         out = {
             "active_units_pct": _percent(flat > 0),
             "active_units_pct_thresh": _percent(flat > self.options.active_threshold),
+            "units_zeroed": 0.0 if self._zeroed is None else float(self._zeroed),
             "path_norm": path_norm,
         }
         out.update({f"path_norm.{g.name}": float(p.sum()) for g, p in zip(groups, per_unit)})

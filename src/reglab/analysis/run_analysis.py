@@ -1,0 +1,118 @@
+"""What a run measures on its network: `analyze_final` at the end, `spectra_rows` during training.
+
+Files `analyze_final` writes into the run's analysis folder (each atomically, each only when its
+part is enabled in `AnalysisConfig`):
+
+    margins.npz               "{split}/{kind}" -> per-example margins (float32), see margins.py
+    margins_summary.csv       summarize(): split, kind, n, min, q05, q25, median, q75, q95, max, mean, std
+    margins_normalizers.json  the denominators: Π‖W‖_2, Π‖W‖_F, R_A, output std and ‖X‖_F/n per split
+    hidden_margins.csv        (hidden_margins) Jiang et al. signature per split and layer
+    hidden_margins.npz        (hidden_margins) "distance/{split}/{layer}" and "normalized/{split}/{layer}"
+    ranks.csv                 (spectra) layer_spectra() with a leading step column
+    singular_values.npz       (spectra) layer name -> singular values (float64)
+    sparsity_units.csv        (sparsity, unit groups only) one row per unit
+    sparsity.json             (sparsity) the summary of unit_sparsity() (or a note: no unit groups)
+
+Margins use the first cfg.margin_limit examples of each split (train, val when present, test).
+The model's parameters and train/eval modes are the same afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import AnalysisConfig
+from ..data import TaskData
+from ..store import atomic_write_bytes, atomic_write_json
+from ._common import SPLITS
+from .hidden_margins import hidden_margins
+from .margins import compute_margins, summarize
+from .sparsity import unit_sparsity
+from .spectra import layer_spectra, spectra_rows
+
+__all__ = ["analyze_final", "spectra_rows"]
+
+MEAN_KINDS = ("raw", "norm_one")
+"""Kinds whose mean is also returned (every kind returns its median)."""
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_csv(path: Path, frame) -> None:
+    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def analyze_final(
+    model: nn.Module,
+    data: TaskData,
+    cfg: AnalysisConfig,
+    out_dir: Path,
+    step: int,
+    *,
+    reference_weights: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Measure the final network, write the files of the module docstring into `out_dir`
+    (created), and return summary scalars:
+
+    - margin.{split}.{kind}.median for every kind, margin.{split}.{kind}.mean for raw and norm_one;
+    - prod_spectral_norm, prod_frobenius_norm, spectral_complexity (with margins);
+    - rank_rel.{layer}, effective_rank.{layer} (with spectra);
+    - active_units_pct, active_units_above_threshold_pct, path_norm_total (sparsity, unit groups).
+
+    `reference_weights` ({layer: initial weight}, see margins.weight_matrices) sets the reference
+    matrices M_ℓ of the spectral complexity; None means M_ℓ = 0."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scalars: dict[str, float] = {}
+
+    if cfg.margins:
+        res = compute_margins(model, data, SPLITS, cfg.margin_limit, reference_weights)
+        _write_npz(
+            out_dir / "margins.npz",
+            {f"{split}/{kind}": v.astype(np.float32) for (split, kind), v in res.distributions.items()},
+        )
+        summary = summarize(res.distributions)
+        _write_csv(out_dir / "margins_summary.csv", summary)
+        atomic_write_json(out_dir / "margins_normalizers.json", res.normalizers)
+        for row in summary.itertuples(index=False):
+            scalars[f"margin.{row.split}.{row.kind}.median"] = float(row.median)
+            if row.kind in MEAN_KINDS:
+                scalars[f"margin.{row.split}.{row.kind}.mean"] = float(row.mean)
+        for key in ("prod_spectral_norm", "prod_frobenius_norm", "spectral_complexity"):
+            scalars[key] = float(res.normalizers[key])
+
+    if cfg.hidden_margins:
+        hm = hidden_margins(model, data, SPLITS, limit=cfg.margin_limit)
+        _write_csv(out_dir / "hidden_margins.csv", hm.summary)
+        arrays = {f"distance/{s}/{layer}": v.astype(np.float32) for (s, layer), v in hm.distances.items()}
+        arrays.update({f"normalized/{s}/{layer}": v.astype(np.float32) for (s, layer), v in hm.normalized.items()})
+        _write_npz(out_dir / "hidden_margins.npz", arrays)
+
+    if cfg.spectra:
+        frame, spectra = layer_spectra(model)
+        frame.insert(0, "step", int(step))
+        _write_csv(out_dir / "ranks.csv", frame)
+        _write_npz(out_dir / "singular_values.npz", spectra)
+        for row in frame.itertuples(index=False):
+            scalars[f"rank_rel.{row.layer}"] = float(row.rank_rel)
+            scalars[f"effective_rank.{row.layer}"] = float(row.effective_rank)
+
+    if cfg.sparsity:
+        units, summary = unit_sparsity(model, cfg.active_threshold)
+        if summary["has_unit_groups"]:
+            _write_csv(out_dir / "sparsity_units.csv", units)
+            for key in ("active_units_pct", "active_units_above_threshold_pct", "path_norm_total"):
+                scalars[key] = float(summary[key])
+        atomic_write_json(out_dir / "sparsity.json", summary)
+
+    return scalars

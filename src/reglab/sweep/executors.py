@@ -1,0 +1,188 @@
+"""Where runs execute: inline, a local process pool, or SLURM through submitit.
+
+Every executor calls the same function, `execute_run`, with a run's config as plain JSON data,
+so local and cluster runs write identical run directories and can mix on a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+EXECUTORS = ("inline", "process", "slurm", "submitit_local")
+
+
+@dataclass
+class Outcome:
+    hash: str
+    status: str
+    """done | diverged | skipped | busy | failed"""
+    wall: float = 0.0
+    error: str | None = None
+
+
+def execute_run(config: dict, data_dir: str | None = None, threads: int | None = None) -> dict:
+    """Train one run (resuming or skipping as needed) and say how it went. Never raises for a
+    failing run: the failure is recorded (error.json in the run directory) and returned."""
+    import torch
+
+    from ..config import config_hash, validate
+    from ..store import RunBusy
+    from ..train import run
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = validate(config)
+    h = config_hash(cfg)
+    t0 = time.perf_counter()
+    try:
+        res = run(cfg, data_dir=data_dir, progress=False)
+    except RunBusy:
+        return {"hash": h, "status": "busy", "wall": 0.0, "error": None}
+    except Exception as e:  # a failing run must not stop the sweep
+        return {"hash": h, "status": "failed", "wall": time.perf_counter() - t0, "error": f"{type(e).__name__}: {e}"}
+    status = "skipped" if res.skipped else res.status
+    return {"hash": h, "status": status, "wall": time.perf_counter() - t0, "error": None}
+
+
+def default_jobs() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of `jobs` concurrent workers: the cores divided among them."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+class Executor:
+    """Submit runs, then iterate over outcomes as they finish."""
+
+    def submit(self, configs: list[dict]) -> None:
+        raise NotImplementedError
+
+    def outcomes(self) -> Iterator[Outcome]:
+        raise NotImplementedError
+
+    def running(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class InlineExecutor(Executor):
+    """One run after the other in this process (the simplest to debug)."""
+
+    def __init__(self, data_dir: str | None):
+        self.data_dir = data_dir
+        self.queue: list[dict] = []
+        self._running = 0
+
+    def submit(self, configs):
+        self.queue.extend(configs)
+
+    def outcomes(self):
+        while self.queue:
+            cfg = self.queue.pop(0)
+            self._running = 1
+            out = execute_run(cfg, self.data_dir)
+            self._running = 0
+            yield Outcome(**out)
+
+    def running(self):
+        return self._running
+
+
+class ProcessExecutor(Executor):
+    """A pool of worker processes (spawned, so no state leaks between parent and workers)."""
+
+    def __init__(self, jobs: int, data_dir: str | None):
+        import multiprocessing as mp
+
+        self.jobs = jobs
+        self.data_dir = data_dir
+        self.threads = threads_per_job(jobs)
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        self.pending: set[Future] = set()
+
+    def submit(self, configs):
+        for c in configs:
+            self.pending.add(self.pool.submit(execute_run, c, self.data_dir, self.threads))
+
+    def outcomes(self):
+        while self.pending:
+            done, self.pending = wait(self.pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield Outcome(**f.result())
+            if not done:
+                yield None  # a tick, so the display can refresh
+
+    def running(self):
+        return min(self.jobs, len(self.pending))
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SubmititExecutor(Executor):
+    """SLURM array jobs through submitit (or its LocalExecutor, which needs no cluster).
+
+    Each array task calls `execute_run`; results come back through submitit's pickles in
+    `<root>/.submitit/`. Runs on the cluster and runs started locally share run directories.
+    """
+
+    def __init__(self, folder: Path, data_dir: str | None, local: bool, slurm: dict[str, Any], jobs: int):
+        try:
+            import submitit
+        except ImportError:
+            raise ConfigError("--executor", "slurm needs submitit: pip install 'reglab[slurm]'", ["inline", "process"]) from None
+        self.data_dir = data_dir
+        if local:
+            self.ex = submitit.LocalExecutor(folder=str(folder))
+            self.ex.update_parameters(timeout_min=int(slurm.get("time", 60)))
+        else:
+            self.ex = submitit.AutoExecutor(folder=str(folder))
+            params = {"timeout_min": int(slurm.get("time", 60)), "slurm_array_parallelism": jobs}
+            for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "account", "qos"):
+                if key in slurm:
+                    params[key if key in ("gpus_per_node", "cpus_per_task", "mem_gb", "nodes") else f"slurm_{key}"] = slurm[key]
+            self.ex.update_parameters(**params)
+        self.jobs: list = []
+
+    def submit(self, configs):
+        if configs:
+            n = len(configs)
+            self.jobs += self.ex.map_array(execute_run, configs, [self.data_dir] * n, [None] * n)
+
+    def outcomes(self):
+        while self.jobs:
+            finished = [j for j in self.jobs if j.done()]
+            for j in finished:
+                self.jobs.remove(j)
+                try:
+                    yield Outcome(**j.result())
+                except Exception as e:  # the job itself died (node failure, timeout)
+                    yield Outcome(hash="?", status="failed", error=f"{type(e).__name__}: {e}")
+            if not finished:
+                time.sleep(0.5)
+                yield None
+
+    def running(self):
+        return len(self.jobs)
+
+
+def make_executor(kind: str, jobs: int, data_dir: str | None, root: Path, slurm: dict | None = None) -> Executor:
+    if kind == "inline":
+        return InlineExecutor(data_dir)
+    if kind == "process":
+        return ProcessExecutor(jobs, data_dir)
+    if kind in ("slurm", "submitit_local"):
+        return SubmititExecutor(root / ".submitit", data_dir, kind == "submitit_local", slurm or {}, jobs)
+    raise ConfigError("--executor", f"unknown executor {kind!r}", EXECUTORS)

@@ -1,0 +1,130 @@
+"""Run a sweep: expand, record the manifest, skip what is done, execute, show progress.
+
+The manifest ``<root>/sweeps/<name>.json`` lists the sweep's runs (hash and axis values); it is
+written before any run starts, so `reglab runs --sweep NAME` and reports can find the runs of an
+interrupted sweep. Runs are content-addressed, so running the same sweep again skips every run
+that has a DONE marker and resumes the others from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..store import RunDir, RunLock, atomic_write_json
+from .executors import Outcome, execute_run, make_executor
+from .grid import PlannedRun
+from .progress import SweepDisplay
+
+
+@dataclass
+class SweepResult:
+    name: str
+    root: Path
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes.values() if o.status == "failed"]
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes.values())
+
+
+def manifest_path(root: Path, name: str) -> Path:
+    return Path(root) / "sweeps" / f"{name}.json"
+
+
+def write_manifest(root: Path, name: str, spec: dict, runs: list[PlannedRun]) -> Path:
+    path = manifest_path(root, name)
+    record = {
+        "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "spec": spec,
+        "axes": sorted({k for r in runs for k in r.axes}),
+        "runs": [{"hash": r.hash, "axes": r.axes} for r in runs],
+    }
+    atomic_write_json(path, record)
+    return path
+
+
+def read_manifest(root: Path, name: str) -> dict:
+    from ..errors import ConfigError
+
+    path = manifest_path(root, name)
+    if not path.exists():
+        known = sorted(p.stem for p in (Path(root) / "sweeps").glob("*.json"))
+        raise ConfigError("--sweep", f"no sweep named {name!r} under {root}", known or ["(none yet)"])
+    return json.loads(path.read_text())
+
+
+def sweep_hashes(root: Path, name: str) -> list[str]:
+    return [r["hash"] for r in read_manifest(root, name)["runs"]]
+
+
+def run_sweep(
+    name: str,
+    root: Path,
+    spec: dict,
+    runs: list[PlannedRun],
+    executor: str = "inline",
+    jobs: int = 1,
+    data_dir: str | None = None,
+    slurm: dict | None = None,
+    live: bool = True,
+) -> SweepResult:
+    root = Path(root)
+    write_manifest(root, name, spec, runs)
+    result = SweepResult(name, root)
+    todo = []
+    for r in runs:
+        if RunDir(root / r.hash).done:
+            result.outcomes[r.hash] = Outcome(r.hash, "skipped")
+        else:
+            todo.append(r)
+    display = SweepDisplay(name, total=len(runs), already_done=len(runs) - len(todo), live=live)
+    configs = [r.config.model_copy(update={"output": str(root)}).model_dump(mode="json") for r in todo]
+    busy: list[dict] = []
+    ex = make_executor(executor, jobs, data_dir, root, slurm)
+    try:
+        ex.submit(configs)
+        display.start(running=ex.running(), remaining=len(todo))
+        for out in ex.outcomes():
+            if out is not None:
+                if out.status == "busy":
+                    busy.append(next(c for c in configs if _hash_of(c) == out.hash))
+                else:
+                    result.outcomes[out.hash] = out
+                    display.finished(out)
+            display.refresh(running=ex.running())
+    finally:
+        ex.close()
+    # Runs another process was training: wait for its lock, then take over if it did not finish.
+    for cfg in busy:
+        h = _hash_of(cfg)
+        with RunLock(root / h) as lock:
+            lock.acquire(blocking=True)
+        out = Outcome(**execute_run(cfg, data_dir))
+        result.outcomes[h] = out
+        display.finished(out)
+    display.stop()
+    return result
+
+
+def _hash_of(cfg_json: dict) -> str:
+    from ..config import config_hash, validate
+
+    return config_hash(validate(cfg_json))
+
+
+def eta_seconds(walls: list[float], remaining: int, workers: int) -> float | None:
+    """Remaining runs times the mean duration of finished runs, shared among the workers."""
+    if not walls or remaining <= 0:
+        return None if remaining > 0 else 0.0
+    return sum(walls) / len(walls) * remaining / max(1, workers)
+
+
+__all__ = ["SweepResult", "eta_seconds", "read_manifest", "run_sweep", "sweep_hashes", "time"]
