@@ -251,15 +251,18 @@ def test_norm_one_network_conv_pool_and_paper_wn():
         nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
     )
     x = torch.randn(4, 2, 8, 8)
-    prod = math.prod(float(m.weight.norm()) for m in conv if isinstance(m, (nn.Linear, nn.Conv2d)))
+    prod = math.prod(float(m.weight.detach().norm()) for m in conv if isinstance(m, (nn.Linear, nn.Conv2d)))
     torch.testing.assert_close(norm_one_network(conv)(x), conv(x) / prod, rtol=1e-5, atol=1e-6)
 
     model = build_model(ModelConfig(name="mlp", widths=[6, 5, 4, 2], weight_norm=True, wn_g0=3.0), (6,), 2)
     x = torch.randn(9, 6)
     normed = norm_one_network(model)
     torch.testing.assert_close(normed(x), model(x) / 27.0, rtol=1e-5, atol=1e-6)
-    assert float(normed.fc1.parametrizations.weight[0].g) == pytest.approx(1.0)
-    assert float(model.fc1.parametrizations.weight[0].g) == pytest.approx(3.0)  # original untouched
+    assert float(normed.fc1.parametrizations.weight[0].g.detach()) == pytest.approx(1.0)
+    assert float(model.fc1.parametrizations.weight[0].g.detach()) == pytest.approx(3.0)  # original untouched
+    with torch.no_grad():  # a negative g: the norm-one layer keeps its sign (g -> g/|g| = -1)
+        model.fc2.parametrizations.weight[0].g.fill_(-3.0)
+    torch.testing.assert_close(norm_one_network(model)(x), model(x) / 27.0, rtol=1e-5, atol=1e-6)
 
 
 def test_spectral_complexity_two_layer_linear_by_hand():
@@ -350,8 +353,8 @@ def test_unit_sparsity_counts_exact_zeros_and_threshold():
     expected = (model.fc1.weight.norm(dim=1) * model.fc2.weight.norm(dim=0)).detach().double().numpy()
     np.testing.assert_allclose(units["path_norm"], expected, rtol=1e-6)
     assert summary["active_units"] == 3 and summary["active_units_pct"] == pytest.approx(60.0)
-    assert summary["active_units_above_threshold"] == 2
-    assert summary["active_units_above_threshold_pct"] == pytest.approx(40.0)
+    assert summary["active_units_thresh"] == 2
+    assert summary["active_units_pct_thresh"] == pytest.approx(40.0)
     assert summary["path_norm_total"] == pytest.approx(float(expected.sum()))
     assert summary["groups"]["fc1-fc2"]["active_units"] == 3
 
@@ -432,4 +435,7 @@ def test_analyze_final_respects_switches(tmp_path):
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["ranks.csv", "singular_values.npz", "sparsity.json"]
     assert json.loads((tmp_path / "a" / "sparsity.json").read_text())["has_unit_groups"] is False
-    assert set(scalars) == {"rank_rel.fc", "effective_rank.fc"}
+    assert set(scalars) == {"rank_rel.fc", "effective_rank.fc", "nuclear_norm_sum", "frobenius_sq_sum"}
+    w = model.fc.weight.detach().double()
+    assert scalars["nuclear_norm_sum"] == pytest.approx(float(torch.linalg.svdvals(w).sum()), rel=1e-5)
+    assert scalars["frobenius_sq_sum"] == pytest.approx(float((w ** 2).sum()), rel=1e-5)

@@ -67,7 +67,7 @@ def analyze_final(
     - margin.{split}.{kind}.median for every kind, margin.{split}.{kind}.mean for raw and norm_one;
     - prod_spectral_norm, prod_frobenius_norm, spectral_complexity (with margins);
     - rank_rel.{layer}, effective_rank.{layer} (with spectra);
-    - active_units_pct, active_units_above_threshold_pct, path_norm_total (sparsity, unit groups).
+    - active_units_pct, active_units_pct_thresh, path_norm_total (sparsity, unit groups).
 
     `reference_weights` ({layer: initial weight}, see margins.weight_matrices) sets the reference
     matrices M_ℓ of the spectral complexity; None means M_ℓ = 0."""
@@ -106,12 +106,15 @@ def analyze_final(
         for row in frame.itertuples(index=False):
             scalars[f"rank_rel.{row.layer}"] = float(row.rank_rel)
             scalars[f"effective_rank.{row.layer}"] = float(row.effective_rank)
+        # Network-level sums: study 2's spectral energy is 2 x nuclear_norm_sum.
+        scalars["nuclear_norm_sum"] = float(frame["nuclear_norm"].sum())
+        scalars["frobenius_sq_sum"] = float((frame["frobenius_norm"] ** 2).sum())
 
     if cfg.sparsity:
         units, summary = unit_sparsity(model, cfg.active_threshold)
         if summary["has_unit_groups"]:
             _write_csv(out_dir / "sparsity_units.csv", units)
-            for key in ("active_units_pct", "active_units_above_threshold_pct", "path_norm_total"):
+            for key in ("active_units_pct", "active_units_pct_thresh", "path_norm_total"):
                 scalars[key] = float(summary[key])
         atomic_write_json(out_dir / "sparsity.json", summary)
 

@@ -10,9 +10,10 @@ output weights v_j (column j of V, V[:, j] for a conv):
 
 A unit is *active* if its path norm is > 0 exactly (study 4's count; exact zeros arise from a
 proximal step, not from weight decay), and *active above threshold* if its path norm is >
-`threshold`. Summary: counts and percentages (100 · active / units) over all groups and per
-group, and path_norm_total = Σ over groups and units of path_norm. PaperWN layers use their
-effective weights.
+`threshold`. Summary keys (names as in PathProx's report): units, active_units,
+active_units_pct = 100 · active_units / units, active_units_thresh, active_units_pct_thresh,
+path_norm_total = Σ over groups and units of path_norm, and the same per group under "groups".
+PaperWN layers use their effective weights.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def unit_sparsity(model: nn.Module, threshold: float = 0.0, include_bias: bool =
         per_group[g.name] = {
             "units": g.size,
             "active_units": int((path > 0).sum()),
-            "active_units_above_threshold": int((path > threshold).sum()),
+            "active_units_thresh": int((path > threshold).sum()),
             "path_norm": float(path.sum()),
         }
     units = pd.concat(frames, ignore_index=True)[UNIT_COLUMNS]
@@ -69,8 +70,8 @@ def unit_sparsity(model: nn.Module, threshold: float = 0.0, include_bias: bool =
         "units": n,
         "active_units": active,
         "active_units_pct": 100.0 * active / n,
-        "active_units_above_threshold": above,
-        "active_units_above_threshold_pct": 100.0 * above / n,
+        "active_units_thresh": above,
+        "active_units_pct_thresh": 100.0 * above / n,
         "path_norm_total": float(units["path_norm"].sum()),
         "groups": per_group,
     }
