@@ -16,6 +16,16 @@ passes. The model is restored exactly afterwards, also when an exception is rais
 perturbed parameter is copied back from an exact clone of theta* (bit-identical), and every
 module's train/eval flag is put back.
 
+First-layer reuse (exact algebra, on by default): the first weight layer the forward pass runs
+(a Linear or Conv2d, not parametrized, called once per forward) computes f(u; W) with W linear
+in the grid coordinates and u its input. When u does not depend on the perturbed parameters
+(checked: u is recorded at theta* and at theta* + d1 (+ d2) and must be identical),
+f(u; theta* + a d1 + b d2) = f(u; theta*) + a f0(u; d1) + b f0(u; d2) (f0: the layer without
+its bias, or with the bias direction when biases are perturbed), so the three terms are computed
+once and each point costs one multiply-add in place of the layer. For an MLP on MNIST this layer
+holds most of the FLOPs. Values agree with direct evaluation up to float rounding. It is used
+only while the cached terms take <= 256 MiB; `reuse_first_layer=False` turns it off.
+
 Resuming: with `state_path`, the grid is written atomically after each unit of work (a row of
 a 2-D grid; a chunk of ceil(n/10) points of a 1-D grid) as an .npz holding loss, acc, the mask
 of computed points and a fingerprint (SHA-256 of the settings, the axes, theta*, the directions
@@ -36,7 +46,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..evaluation import correct
 from ..store import atomic_write_bytes
@@ -57,6 +69,8 @@ class GridResult:
     fingerprint: str
     seconds: float
     examples: int
+    first_layer_reused: bool = False
+    """Whether the first-layer reuse (module docstring) was in effect."""
 
     @property
     def dims(self) -> int:
@@ -145,6 +159,111 @@ class _Perturber:
         torch._foreach_copy_(self.params, self.base)
 
 
+class _Stop(Exception):
+    pass
+
+
+class _FirstLayer:
+    """Replaces the first weight layer's output by f(u; theta*) + sum_k c_k f0(u; d_k) (see the
+    module docstring). Build with `build`; it returns None when the conditions do not hold."""
+
+    MAX_BYTES = 256 << 20
+
+    def __init__(self, layer, terms: list[list[torch.Tensor]], shapes: list[torch.Size]):
+        self.layer = layer
+        self.shapes = shapes
+        self.terms = terms  # terms[b] = [f(u_b; theta*), f0(u_b; d1), (f0(u_b; d2))]
+        self.batch = 0
+        self.coeffs: tuple[float, ...] = ()
+
+    @staticmethod
+    @torch.no_grad()
+    def build(model: nn.Module, pert: _Perturber, batches) -> _FirstLayer | None:
+        layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if not layers:
+            return None
+        calls: list[tuple[nn.Module, torch.Tensor]] = []
+
+        def hook(m, args):
+            calls.append((m, args[0]))
+            raise _Stop
+
+        def first_input(xb):
+            calls.clear()
+            handles = [m.register_forward_pre_hook(hook) for m in layers]
+            try:
+                model(xb)
+            except _Stop:
+                pass
+            finally:
+                for h in handles:
+                    h.remove()
+            return calls[0] if calls else (None, None)
+
+        pert.restore()
+        layer, _ = first_input(batches[0][0])
+        if layer is None or parametrize.is_parametrized(layer):
+            return None
+        ids = {id(p): i for i, p in enumerate(pert.params)}
+        iw = ids.get(id(layer.weight))
+        ib = ids.get(id(layer.bias)) if layer.bias is not None else None
+        if iw is None:
+            return None
+        owners = sum(any(q is layer.weight for q in m.parameters(recurse=False)) for m in model.modules())
+        if owners != 1:
+            return None  # a tied weight is used elsewhere too
+        inputs = []
+        for xb, _ in batches:
+            m, u = first_input(xb)
+            if m is not layer:
+                return None
+            inputs.append(u)
+        pert.set(tuple(1.0 for _ in pert.dirs))
+        try:
+            m, u = first_input(batches[0][0])
+        finally:
+            pert.restore()
+        if m is not layer or not torch.equal(u, inputs[0]):
+            return None  # the layer's input depends on the perturbed parameters
+
+        def f0(u, w, b):
+            return F.linear(u, w, b) if isinstance(layer, nn.Linear) else layer._conv_forward(u, w, b)
+
+        terms, size = [], 0
+        for u in inputs:
+            ts = [layer(u)] + [f0(u, ds[iw], ds[ib] if ib is not None else None) for ds in pert.dirs]
+            size += sum(t.numel() * t.element_size() for t in ts)
+            if size > _FirstLayer.MAX_BYTES:
+                return None
+            terms.append(ts)
+        # A forward that calls the layer twice would read the wrong batch's terms: count calls.
+        count = [0]
+        h = layer.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        try:
+            model(batches[0][0])
+        finally:
+            h.remove()
+        if count[0] != 1:
+            return None
+        return _FirstLayer(layer, terms, [u.shape for u in inputs])
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        ts = self.terms[self.batch]
+        if u.shape != self.shapes[self.batch]:
+            raise RuntimeError(f"first-layer reuse: input of shape {tuple(u.shape)}, expected {tuple(self.shapes[self.batch])}")
+        out = ts[0].clone()
+        for c, t in zip(self.coeffs, ts[1:]):
+            if c != 0.0:
+                out.add_(t, alpha=float(c))
+        return out
+
+    def install(self) -> None:
+        self.layer.forward = self.forward
+
+    def remove(self) -> None:
+        self.layer.__dict__.pop("forward", None)
+
+
 def evaluate_grid(
     model: nn.Module,
     directions: Directions,
@@ -159,6 +278,7 @@ def evaluate_grid(
     state_path: Path | None = None,
     settings: dict | None = None,
     on_unit: Callable[[int, int], None] | None = None,
+    reuse_first_layer: bool = True,
 ) -> GridResult:
     """The loss/accuracy grid of theta* + alpha d1 (+ beta d2) over all of (x, y).
 
@@ -195,9 +315,14 @@ def evaluate_grid(
     modes = [(m, m.training) for m in model.modules()]
     units = _units(n_rows, n_cols, dims)
     batches = [(x[i : i + bs], y[i : i + bs]) for i in range(0, n, bs)]
+    first: _FirstLayer | None = None
     try:
         model.eval()
         with torch.no_grad():
+            if reuse_first_layer and not mask.all():
+                first = _FirstLayer.build(model, pert, batches)
+                if first is not None:
+                    first.install()
             for k, (start, stop) in enumerate(units):
                 todo = [i for i in range(start, stop) if not mask[i]]
                 if not todo:
@@ -207,7 +332,11 @@ def evaluate_grid(
                     r, c = divmod(idx, n_cols)
                     coeffs = (alphas[c],) if dims == 1 else (alphas[c], betas_arr[r])
                     pert.set(coeffs)
-                    for xb, yb in batches:
+                    if first is not None:
+                        first.coeffs = coeffs
+                    for b, (xb, yb) in enumerate(batches):
+                        if first is not None:
+                            first.batch = b
                         out = model(xb)
                         vals[j, 0] += loss_fn(out, yb).double() * xb.shape[0]
                         vals[j, 1] += correct(out, yb, task).double()
@@ -220,8 +349,11 @@ def evaluate_grid(
                 if on_unit is not None:
                     on_unit(k, len(units))
     finally:
+        if first is not None:
+            first.remove()
         pert.restore()
         for m, flag in modes:
             m.training = flag
     shape = (n_cols,) if dims == 1 else (n_rows, n_cols)
-    return GridResult(alphas, betas_arr, loss.reshape(shape), acc.reshape(shape), evaluated, resumed, fp, time.perf_counter() - t0, n)
+    return GridResult(alphas, betas_arr, loss.reshape(shape), acc.reshape(shape), evaluated, resumed, fp,
+                      time.perf_counter() - t0, n, first is not None)

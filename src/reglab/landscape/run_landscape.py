@@ -126,6 +126,7 @@ def landscape_for_model(
         "grid_seconds": grid.seconds,
         "points_evaluated": grid.evaluated,
         "points_resumed": grid.resumed,
+        "first_layer_reused": grid.first_layer_reused,
         "log_offset": LOG_OFFSET,
         "center_loss": float(_center(grid.loss)),
         "min_loss": float(np.nanmin(grid.loss)),
@@ -171,6 +172,24 @@ def _snap_step(p: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
+def landscape_in_run(rd: RunDir, model: nn.Module, d, loss_fn, cfg: LandscapeConfig, out: Path, meta: dict, batch_size: int, device) -> None:
+    """The landscape of a run's model (already holding the weights to look around), on the run's
+    data split; PCA directions come from the run's weight snapshots. Used by landscape_for_run
+    and by the trainer at the end of a run (which has model and data in memory already)."""
+    x, y = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), "test": (d.x_test, d.y_test)}[cfg.split]
+    if x is None:
+        raise ConfigError(f"{FIELD}.split", "the run has no validation set (data.val_fraction, data.val_size or data.rest_as_validation)", ["train", "test"])
+    snaps, steps = None, None
+    if cfg.directions == "pca":
+        paths = sorted(rd.ckpt_dir.glob("snap_*.pt"), key=_snap_step)
+        if len(paths) < 2:
+            raise ConfigError(f"{FIELD}.directions", f"PCA directions need at least 2 weight snapshots, run {rd.path.name} has {len(paths)}; "
+                              "train it with train.snapshot_every=N (e.g. 1) or use directions=random")
+        snaps = [torch.load(p, map_location=device, weights_only=True) for p in paths]
+        steps = [int(s.get("step", _snap_step(p))) for s, p in zip(snaps, paths)]
+    landscape_for_model(model, x, y, loss_fn, d.task, cfg, out, snaps, meta, steps=steps, batch_size=batch_size)
+
+
 def landscape_for_run(run_dir: Path, cfg: LandscapeConfig, data_dir: str | None = None, out_dir: Path | None = None) -> Path:
     """The landscape around a run's final weights; files go to out_dir (default
     `<run_dir>/analysis/landscape/`), which is returned."""
@@ -188,21 +207,8 @@ def landscape_for_run(run_dir: Path, cfg: LandscapeConfig, data_dir: str | None 
     model = setup.model
     model.load_state_dict(ck["model"])
     model.eval()
-    d = setup.data
-    x, y = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), "test": (d.x_test, d.y_test)}[cfg.split]
-    if x is None:
-        raise ConfigError(f"{FIELD}.split", "the run has no validation set (data.val_fraction, data.val_size or data.rest_as_validation)", ["train", "test"])
-    snaps, steps = None, None
-    if cfg.directions == "pca":
-        paths = sorted(rd.ckpt_dir.glob("snap_*.pt"), key=_snap_step)
-        if len(paths) < 2:
-            raise ConfigError(f"{FIELD}.directions", f"PCA directions need at least 2 weight snapshots, run {rd.path.name} has {len(paths)}; "
-                              "train it with train.snapshot_every=N (e.g. 1) or use directions=random")
-        snaps = [torch.load(p, map_location=setup.device, weights_only=True) for p in paths]
-        steps = [int(s.get("step", _snap_step(p))) for s, p in zip(snaps, paths)]
     out = Path(out_dir) if out_dir is not None else rd.path / "analysis" / "landscape"
     meta = {"run_hash": record.get("hash", rd.path.name), "run_dir": str(rd.path), "step": ck.get("step"), "model": run_cfg.model.name,
             "dataset": run_cfg.data.dataset, "loss_kind": run_cfg.train.loss}
-    landscape_for_model(model, x, y, setup.loss_fn, d.task, cfg, out, snaps, meta, steps=steps,
-                        batch_size=run_cfg.train.eval_batch_size)
+    landscape_in_run(rd, model, setup.data, setup.loss_fn, cfg, out, meta, run_cfg.train.eval_batch_size, setup.device)
     return out

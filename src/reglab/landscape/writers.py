@@ -195,6 +195,10 @@ def plot_contour(path: Path, grid: GridResult, meta: dict, trajectory: np.ndarra
         cs = ax.contourf(grid.alphas, grid.betas, z, levels=levels, norm=norm, cmap="viridis")
         ax.contour(grid.alphas, grid.betas, z, levels=levels[::3], norm=norm, colors="k", linewidths=0.4, alpha=0.5)
         cb = fig.colorbar(cs, ax=ax)
+        if norm is None:
+            from matplotlib.ticker import MaxNLocator
+
+            cb.set_ticks([t for t in MaxNLocator(7).tick_values(lo, hi) if lo <= t <= hi])
         cb.set_label(clabel)
         i, j = np.unravel_index(int(np.argmin(z)), z.shape)
         ax.plot([grid.alphas[j]], [grid.betas[i]], marker="*", ms=15, color="red", mec="white", mew=0.8, ls="none",
@@ -222,7 +226,7 @@ def plot_surface(path: Path, grid: GridResult, meta: dict) -> None:
         fig = _figure(figsize=(7.2, 5.8))
         ax = fig.add_subplot(projection="3d")
         xs, ys = np.meshgrid(grid.alphas, grid.betas)
-        surf = ax.plot_surface(xs, ys, z, cmap="viridis", linewidth=0, antialiased=True, rcount=len(grid.betas), ccount=len(grid.alphas))
+        surf = ax.plot_surface(xs, ys, z, cmap="viridis", vmin=float(z.min()), vmax=float(z.max()), linewidth=0, antialiased=True, rcount=len(grid.betas), ccount=len(grid.alphas))
         xl, yl = _axis_labels(meta)
         ax.set_xlabel(xl.split(" (")[0] if meta.get("directions") == "pca" else xl, labelpad=8)
         ax.set_ylabel(yl.split(" (")[0] if meta.get("directions") == "pca" else yl, labelpad=8)
@@ -245,11 +249,12 @@ def plot_line(path: Path, grid: GridResult, meta: dict) -> None:
         l1 = ax.plot(grid.alphas, grid.loss, "-o", ms=3, color="C0", label="loss")
         ax.set_xlabel("PC1 coordinate" if meta.get("directions") == "pca" else r"$\alpha$ (direction 1)")
         ax.set_ylabel("loss", color="C0")
-        ax.axvline(0, color="gray", lw=0.8, ls=":")
+        ax.axvline(0, color="gray", lw=0.8, ls=":", label="final weights")
         ax2 = ax.twinx()
         l2 = ax2.plot(grid.alphas, grid.acc, "--s", ms=3, color="C1", label="accuracy")
         ax2.set_ylabel("accuracy", color="C1")
         ax2.set_ylim(-0.02, 1.02)
-        ax.legend(l1 + l2, [h.get_label() for h in l1 + l2], loc="upper center", framealpha=0.85)
+        hs = l1 + l2 + [ax.lines[-1]]
+        ax.legend(hs, [h.get_label() for h in hs], loc="upper center", framealpha=0.85)
         ax.set_title(_title(meta).replace("random directions", "random direction"))
         _save(fig, path)
