@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
@@ -116,7 +117,9 @@ def measurement_final_columns(d: ReportData) -> list[str]:
     for c in d.runs.columns:
         if c.startswith("lam."):
             continue
-        if any(c.startswith(k + ".") for k in keys) and pd.api.types.is_numeric_dtype(d.runs[c]) and d.runs[c].notna().any():
+        if not any(c.startswith(k + ".") and "." not in c[len(k) + 1 :] for k in keys):
+            continue
+        if pd.api.types.is_numeric_dtype(d.runs[c]) and d.runs[c].notna().any():
             cols.append(c)
     return cols
 
@@ -178,6 +181,40 @@ def _metrics_table(d: ReportData, fm: pd.DataFrame, metrics, counts: bool = True
     return H.table(header, rows, num_cols=range(1, len(header)), row_classes=classes)
 
 
+def _margin_table(d: ReportData, by: dict, kind: str) -> str:
+    rows = []
+    for s in d.settings:
+        if s.index not in by:
+            continue
+        for sp, name in SPLITS:
+            v = by[s.index].get(f"{sp}/{kind}")
+            if v is None or not len(v):
+                continue
+            q05, q50, q95 = np.quantile(v, [0.05, 0.5, 0.95])
+            rows.append([H.swatch(s.color) + H.e(s.label), H.e(name), str(len(v)), f"{q50:.4g}", f"{q05:.4g}", f"{q95:.4g}", f"{100 * np.mean(v < 0):.1f}"])
+    if not rows:
+        return ""
+    return (
+        f"<p>Summary of the '{H.e(kind)}' margins pooled over seeds: number of examples, median, 5% and 95% "
+        "quantiles, and the percentage of examples with a negative margin (misclassified).</p>"
+        + H.table(["setting", "split", "examples", "median", "q05", "q95", "negative (%)"], rows, num_cols=range(2, 7))
+    )
+
+
+def _measurement_table(d: ReportData, fm: pd.DataFrame, metrics) -> str:
+    """Long format (setting, quantity, value): stays narrow however many measurements there are."""
+    rows = []
+    for s, r in zip(d.settings, fm.to_dict("records")):
+        first = True
+        for m, h, _ in metrics:
+            mean, half = r[f"{m}_mean"], r[f"{m}_ci95"]
+            if math.isnan(mean):
+                continue
+            rows.append([H.swatch(s.color) + H.e(s.label) if first else "", f"<code>{H.e(h)}</code>", H.e(_fmt_sig(mean, half))])
+            first = False
+    return H.table(["setting", "quantity", "final value"], rows, num_cols=(2,)) if rows else ""
+
+
 # ---------------------------------------------------------------------------------------------
 # the page
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +258,8 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
     if other:
         tables += (
             "<p>Regularizer measurements of the final evaluation (evals.jsonl columns &lt;regularizer&gt;.&lt;measurement&gt;) "
-            "and the final λ of each regularizer, mean ± 95% CI over the same runs (– where a setting does not have it).</p>"
-            + _metrics_table(d, fm, other, counts=False)
+            "and the final λ of each regularizer: mean ± 95% CI over the same runs.</p>"
+            + _measurement_table(d, fm, other)
         )
     add("metrics", "Final metrics", txt + tables + figs.html(F.final_accuracy_figures(d)))
 
@@ -241,9 +278,10 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
         add("measurements", "Regularizer measurements", figs.html(meas))
 
     missing: list[str] = []
-    margins, kind = F.margin_figures(d)
+    by = F.margins_by_setting(d)
+    margins, kind = F.margin_figures(d, by)
     if margins:
-        add("margins", "Margins", figs.html(margins))
+        add("margins", "Margins", figs.html(margins) + _margin_table(d, by, kind))
     else:
         missing.append("margins (analysis/margins.npz)")
 

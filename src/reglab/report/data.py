@@ -49,7 +49,10 @@ class ReportData:
     """Varying config columns except seed (the setting identity)."""
     settings: list[Setting]
     evals: pd.DataFrame
-    steps: pd.DataFrame
+
+    def load_steps(self, runs: list[str]) -> pd.DataFrame:
+        """The per-step logs of these runs (read on demand: they can be long)."""
+        return _stack(self.runs[self.runs["run"].isin(runs)], "steps")
 
     def setting_of(self) -> dict[str, Setting]:
         return {r: s for s in self.settings for r in s.runs}
@@ -240,8 +243,7 @@ def load_report_data(root: Path, runs: list[str] | None = None) -> ReportData:
             )
         )
     evals = _stack(finished, "evals")
-    steps = _stack(finished, "steps")
-    return ReportData(root, finished, skipped, cfg_cols, axes, settings, evals, steps)
+    return ReportData(root, finished, skipped, cfg_cols, axes, settings, evals)
 
 
 def _stack(df: pd.DataFrame, which: str) -> pd.DataFrame:

@@ -194,8 +194,8 @@ def curve_figures(d: ReportData) -> list[Fig]:
 
 
 def reg_keys(d: ReportData) -> list[str]:
-    cols = set(d.evals.columns) | set(d.steps.columns)
-    return sorted(c[4:] for c in cols if c.startswith("lam."))
+    """Regularizer keys: those with a logged λ (``lam.<key>`` columns of evals.jsonl)."""
+    return sorted(c[4:] for c in d.evals.columns if c.startswith("lam."))
 
 
 def _changing(frame: pd.DataFrame, col: str, runs: Sequence[str]) -> bool:
@@ -208,14 +208,14 @@ def _changing(frame: pd.DataFrame, col: str, runs: Sequence[str]) -> bool:
 
 
 def lambda_figures(d: ReportData) -> list[Fig]:
-    frame = d.steps if not d.steps.empty else d.evals
     out = []
     for key in reg_keys(d):
         col = f"lam.{key}"
-        src = frame if col in frame.columns else d.evals
-        settings = [s for s in d.settings if _changing(src, col, s.runs)]
+        settings = [s for s in d.settings if _changing(d.evals, col, s.runs)]
         if not settings:
             continue
+        steps = d.load_steps([r for s in settings for r in s.runs])
+        src = steps if col in steps.columns and "step" in steps.columns else d.evals
         parts = list(chunks(settings))
         for part, group in parts:
             fig, ax = plt.subplots(figsize=(7.0, 3.4))
@@ -241,7 +241,7 @@ def lambda_figures(d: ReportData) -> list[Fig]:
                 f"Regularization strength λ of regularizer '{key}' over training (log scale), as set by its λ "
                 f"schedule; one line per run (every seed of a setting, same color), from the per-step log "
                 f"(steps.jsonl; the per-evaluation log where the step log lacks it). Only settings whose λ "
-                f"changes during training are drawn."
+                f"changes between evaluations are drawn."
                 + (" Steps where λ = 0 are left out (not representable on a log axis)." if nonpos else "")
             )
             nparts = len(parts)
@@ -250,22 +250,31 @@ def lambda_figures(d: ReportData) -> list[Fig]:
 
 
 MEASUREMENT_DOC = {
-    "active_units_pct": "percentage of hidden units with a non-zero incoming weight group (not pruned)",
-    "path_norm": "path norm of the network",
-    "rho": "scale factor ρ of the multiplicative L2 parametrization",
-    "penalty": "value of the penalty term R(w) (before multiplying by λ)",
+    "active_units_pct": "100·#{hidden units j with p_j = ‖w_j‖·‖v_j‖ > 0}/#units (incoming ‖w_j‖, outgoing ‖v_j‖)",
+    "active_units_pct_thresh": "the same with p_j above the active threshold",
+    "units_zeroed": "units set to zero by the last proximal step",
+    "path_norm": "Σ_j ‖w_j‖·‖v_j‖ over the hidden units",
+    "objective_path_norm": "path norm + ½ Σ ‖W_o‖² over the other layers",
+    "objective_l2": "½ Σ (‖W‖² + ‖V‖²), the weight-decay objective",
+    "rho": "ρ = Π_l ‖W_l‖_F, the product of the layers' Frobenius norms",
+    "penalty": "the penalty R(w) as trained, before multiplying by λ",
+    "total": "sum of the unit path norms",
+    "grad_norm": "norm of the penalized gradient",
 }
 
 
 def measurement_columns(d: ReportData) -> list[str]:
+    """``<key>.<measurement>`` columns of evals.jsonl for the regularizer keys; breakdowns with a
+    further dot (``l2_mul.norm.<layer>``, ``pathprox.path_norm.<group>``) are left out."""
     keys = reg_keys(d)
     cols = []
     for c in d.evals.columns:
         for k in keys:
-            if c.startswith(k + ".") and pd.api.types.is_numeric_dtype(d.evals[c]) and d.evals[c].notna().any():
-                cols.append(c)
+            if c.startswith(k + ".") and "." not in c[len(k) + 1 :]:
+                if pd.api.types.is_numeric_dtype(d.evals[c]) and d.evals[c].notna().any():
+                    cols.append(c)
                 break
-    return cols
+    return cols[:12]
 
 
 def measurement_figures(d: ReportData) -> list[Fig]:
@@ -281,12 +290,14 @@ def measurement_figures(d: ReportData) -> list[Fig]:
     for gi, cgroup in enumerate(col_groups):
         for part, group in parts:
             fig, axes = _panel_grid(len(cgroup), max_cols=3, w=4.0, h=3.0)
+            drawn: set[int] = set()
             for ax, c in zip(axes, cgroup):
                 positive = True
                 for s in group:
                     st = seed_stats(ev, s.runs, x, c)
                     if st is not None:
                         _draw_mean_band(ax, st, s.color)
+                        drawn.add(s.index)
                         positive &= bool((st["min"] > 0).all())
                 key, meas = c.split(".", 1)
                 ax.set_title(f"{key}: {meas}", fontsize=10)
@@ -295,10 +306,15 @@ def measurement_figures(d: ReportData) -> list[Fig]:
                 ax.set_ylabel(meas + unit)
                 vals = pd.to_numeric(ev.loc[ev["run"].isin([r for s in group for r in s.runs]), c], errors="coerce")
                 vals = vals[np.isfinite(vals)]
-                if positive and len(vals) and vals.min() > 0 and vals.max() / vals.min() > 100:
+                if meas.endswith("_pct") and len(vals):
+                    ax.set_ylim(max(0.0, math.floor(vals.min() - 5)), 101)
+                elif positive and len(vals) and vals.min() > 0 and vals.max() / vals.min() > 100:
                     ax.set_yscale("log")
+            if not drawn:
+                plt.close(fig)
+                continue
             fig.tight_layout()
-            _legend_below(fig, group)
+            _legend_below(fig, [s for s in group if s.index in drawn])
             docs = "; ".join(
                 f"{c.split('.', 1)[1]}: {MEASUREMENT_DOC[c.split('.', 1)[1]]}" for c in cgroup if c.split(".", 1)[1] in MEASUREMENT_DOC
             )
@@ -306,7 +322,8 @@ def measurement_figures(d: ReportData) -> list[Fig]:
                 "Measurements reported by the regularizers at each evaluation (evals.jsonl columns "
                 "<regularizer>.<measurement>), against the "
                 f"{xlabel}. Line: mean over seeds; shaded band: {BAND}. A panel spanning more than two "
-                "decades uses a log y axis." + (f" Definitions: {docs}." if docs else "")
+                "decades uses a log y axis. Per-layer and per-group breakdowns are not drawn (they are in evals.jsonl)."
+                + (f" Definitions: {docs}." if docs else "")
             )
             nparts = len(parts) * len(col_groups)
             pno = gi * len(parts) + part
@@ -362,12 +379,14 @@ def final_accuracy_figures(d: ReportData, metric: str = "test_acc") -> list[Fig]
 
 MARGIN_KIND_ORDER = ("norm_one", "spectral_complexity", "spectral", "frobenius", "output_std", "raw")
 MARGIN_DOC = {
-    "raw": "raw margin f_y(x) − max_{j≠y} f_j(x) (y·f(x) for one-output models)",
-    "output_std": "raw margin divided by the standard deviation of the network outputs",
-    "norm_one": "raw margin normalized by the product of the layers' norms (kind 'norm_one')",
-    "spectral": "raw margin divided by the product of the layers' spectral norms",
-    "frobenius": "raw margin divided by the product of the layers' Frobenius norms",
-    "spectral_complexity": "raw margin divided by the spectral complexity of Bartlett et al. (2017)",
+    "raw": "raw margin f_y(x) − max_{j≠y} f_j(x), or y·f(x) for one-output models",
+    "output_std": "raw margin divided by the population standard deviation of the raw outputs over the same examples",
+    "norm_one": "raw margin of the norm-one network, in which every weight layer is scaled to Frobenius norm 1 "
+    "(biases by the cumulative factor); for ReLU networks this is f(x)/Π_l ‖W_l‖_F",
+    "spectral": "raw margin divided by Π_l ‖W_l‖_2, the product of the layers' spectral norms",
+    "frobenius": "raw margin divided by Π_l ‖W_l‖_F, the product of the layers' Frobenius norms",
+    "spectral_complexity": "raw margin divided by the spectral complexity R_A of Bartlett, Foster & Telgarsky (2017), "
+    "without their ‖X‖_F/n factor",
 }
 
 
@@ -411,8 +430,8 @@ def _violins(ax, data: list[np.ndarray], positions: list[float], colors: list) -
     parts["cmedians"].set_linewidth(1.2)
 
 
-def margin_figures(d: ReportData) -> tuple[list[Fig], str | None]:
-    by = margins_by_setting(d)
+def margin_figures(d: ReportData, by: dict[int, dict[str, np.ndarray]] | None = None) -> tuple[list[Fig], str | None]:
+    by = margins_by_setting(d) if by is None else by
     if not by:
         return [], None
     keys = set().union(*[set(v) for v in by.values()])
@@ -517,7 +536,8 @@ def rank_figures(d: ReportData) -> list[Fig]:
                     full = f.groupby("layer").apply(
                         lambda g: (g["full_rank"] if "full_rank" in g else np.minimum(g["rows"], g["cols"])).max(), include_groups=False
                     ).reindex(layers)
-                    ax.scatter(np.arange(len(layers)), full, marker="_", s=300, color="0.25", zorder=4, lw=1.5)
+                    xs = np.arange(len(layers))
+                    ax.hlines(full, xs - 0.42, xs + 0.42, colors="0.25", linestyles="--", lw=1.2, zorder=4)
             ax.set_xticks(np.arange(len(layers)))
             ax.set_xticklabels(layers, rotation=30 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center")
             ax.set_xlabel("weight layer")
@@ -525,13 +545,13 @@ def rank_figures(d: ReportData) -> list[Fig]:
             ax.set_title(m.replace("_", " "))
             ax.grid(axis="x", alpha=0)
         fig.tight_layout()
-        extra = [(Line2D([], [], color="0.25", marker="_", ls="", ms=14, mew=1.5), "full rank min(rows, cols)")]
+        extra = [(Line2D([], [], color="0.25", ls="--", lw=1.2), "full rank min(rows, cols)")]
         _legend_below(fig, group, extra)
         cap = (
             "Rank of each weight layer of the final network (analysis/ranks.csv; W read as a matrix "
             "of shape out × in, convolution kernels flattened): "
             + "; ".join(RANK_DOC[m] for m in metrics)
-            + f". Bar: mean over seeds; error bar: {BAND}; grey tick: the largest possible rank min(rows, cols)."
+            + f". Bar: mean over seeds; error bar: {BAND}; dashed line: the largest possible rank min(rows, cols)."
         )
         nparts = len(parts)
         out.append(Fig(_part("ranks", part, nparts), _part_title("Rank per layer", part, nparts), cap, to_png(fig), "ranks"))
@@ -664,7 +684,8 @@ def sparsity_figures(d: ReportData) -> list[Fig]:
         fig.tight_layout()
         cap = (
             "Active hidden units of the final network (analysis/sparsity.json, active_units_pct): the "
-            "percentage of hidden units whose weights are not all zero (pruned units are inactive). "
+            "percentage of hidden units j whose path norm p_j = ‖w_j‖·‖v_j‖ (incoming times outgoing "
+            "weight norm) is positive; a unit pruned to zero is inactive. "
             "Bar: mean over seeds; dots: individual seeds."
         )
         nparts = len(parts)

@@ -26,6 +26,7 @@ th, td { padding: 4px 10px; text-align: left; vertical-align: top; border-bottom
 thead th { border-bottom: 1.5px solid #6b7280; background: #fafbfc; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.best { font-weight: bold; }
+tbody td:first-child { min-width: 10em; }
 tr.diverged td { background: #fff4f2; }
 .flag { color: #b3261e; font-weight: bold; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; vertical-align: -1px; }
