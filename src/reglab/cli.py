@@ -117,6 +117,10 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     if data_dir is not None:
         spec.setdefault("data", {})["dir"] = data_dir
     runs = expand(spec)
+    if not dry_run:
+        from .sweep.runner import preflight
+
+        preflight(runs, data_dir)
     root = Path(runs[0].config.output) if runs else Path(output or "runs")
     sweep_name = name or (spec.get("name") if isinstance(spec.get("name"), str) else None) or (Path(path).stem if path else "sweep")
     axes = sorted({k for r in runs for k in r.axes})
@@ -133,6 +137,77 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     click.echo(f"results: reglab runs --root {root} --sweep {sweep_name}")
     if res.failed:
         sys.exit(1)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("study", type=click.Choice(["multiplicative", "energy", "autol2", "pathprox"]))
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@click.option("--scale", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="quick: this 2-core CPU in <= 15 min, 3 seeds; paper: the study's own budgets (GPU or cluster).")
+@click.option("--jobs", "-j", type=int, default=None, help="Concurrent runs (default: the number of cores).")
+@click.option("--executor", type=click.Choice(["inline", "process", "slurm", "submitit_local"]), default=None)
+@click.option("--data-dir", default=None, help="Dataset directory.")
+@click.option("--output", "-o", default="runs", show_default=True, help="Results root.")
+def reproduce(study, overrides, scale, jobs, executor, data_dir, output) -> None:
+    """Rerun one of the four seed studies and check its headline claim: reglab reproduce STUDY
+
+    The presets are YAML files (src/reglab/presets/STUDY_SCALE.yaml) to copy and edit; extra
+    key=value arguments override them (key=a,b adds an axis).
+    """
+    from .reproduce import reproduce as run_reproduction
+    from .sweep.executors import default_jobs
+
+    jobs = jobs or default_jobs()
+    executor = executor or ("process" if jobs > 1 else "inline")
+    code = run_reproduction(study, scale, Path(output), jobs, executor, data_dir, list(overrides))
+    sys.exit(code)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("run_dir")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@click.option("--data-dir", default=None, help="Dataset directory.")
+@click.option("--out", "out_dir", default=None, help="Output folder (default: RUN/analysis/landscape/).")
+def landscape(run_dir, overrides, data_dir, out_dir) -> None:
+    """Loss landscape around a finished run: reglab landscape RUN [key=value ...]
+
+    Keys: dims (1|2), directions (random|pca), normalization (filter|layer|none), range=[-1,1],
+    resolution, examples, split (train|val|test), seed, include_bias. RUN is a run directory.
+    """
+    from .landscape import landscape_for_run
+    from .landscape.run_landscape import parse_landscape_overrides
+
+    cfg = parse_landscape_overrides(list(overrides))
+    out = landscape_for_run(Path(run_dir), cfg, data_dir=data_dir, out_dir=Path(out_dir) if out_dir else None)
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("source", default="runs")
+@click.option("--root", default=None, help="Results root when SOURCE is a sweep name (default: runs).")
+@click.option("-o", "--out", "out_dir", required=True, help="Folder for index.html and its figures.")
+@click.option("--title", default=None)
+def report(source, root, out_dir, title) -> None:
+    """Write an HTML report: reglab report SWEEP_OR_RUNS -o DIR
+
+    SOURCE is a results root (every run in it), a sweep name (with --root), or a run directory.
+    """
+    from .report import build_report
+    from .sweep.runner import manifest_path, sweep_hashes
+
+    src = Path(source)
+    if root is not None or (not src.exists() and manifest_path(Path("runs"), source).exists()):
+        base = Path(root or "runs")
+        path = build_report(base, Path(out_dir), runs=sweep_hashes(base, source), title=title or f"sweep {source}")
+    elif (src / "config.json").exists():
+        path = build_report(src.parent, Path(out_dir), runs=[src.name], title=title)
+    elif src.is_dir():
+        path = build_report(src, Path(out_dir), title=title)
+    else:
+        from .errors import ConfigError
+
+        raise ConfigError("SOURCE", f"{source!r} is neither a results root, a run directory nor a sweep under runs/ (use --root)")
+    click.echo(f"wrote {path}")
 
 
 @cli.command("list")
@@ -158,14 +233,16 @@ def data(data_dir: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .data import dataset_status, resolve_data_dir
+    from .data import data_search_path, dataset_status
 
-    root = resolve_data_dir(data_dir)
-    table = Table(title=f"datasets (data directory: {root})")
+    dirs = data_search_path(data_dir)
+    table = Table(title=f"datasets (data directories: {', '.join(map(str, dirs))})")
     for col in ("name", "status", "where / why"):
         table.add_column(col)
-    for st in dataset_status(root):
-        table.add_row(st["name"], "found" if st["found"] else "missing", str(st.get("where") or st.get("why") or ""))
+    per_dir = [dataset_status(d) for d in dirs]
+    for i, st in enumerate(per_dir[0]):
+        found = next((sts[i] for sts in per_dir if sts[i]["found"]), st)
+        table.add_row(found["name"], "found" if found["found"] else "missing", str(found.get("where") or found.get("why") or ""))
     Console().print(table)
 
 

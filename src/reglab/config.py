@@ -78,6 +78,9 @@ class ModelConfig(_Strict):
     name: str = "mlp"
     widths: list[int] | None = None
     """MLPs: every layer width, input and output included, e.g. [784, 128, 128, 10]."""
+    width_multiplier: float = Field(1.0, gt=0)
+    """CNNs: multiply every conv's channels and the hidden FC widths (rounded, at least 1);
+    quick presets use it to shrink the studies' networks. MLPs take explicit widths instead."""
     bias: bool = True
     batch_norm: bool = False
     activation: Literal["relu", "gelu", "tanh", "leaky_relu", "identity"] = "relu"

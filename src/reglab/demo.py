@@ -18,7 +18,7 @@ SEEDS = (0, 1, 2)
 SETTINGS: dict[str, list[str]] = {
     "none": [],
     "l2 (lam=1e-3)": ["regularizers=[{name: l2, lam: 1.0e-3}]"],
-    "l2_mul (lam=1e-3)": ["regularizers=[{name: l2_mul, lam: 1.0e-3}]"],
+    "l2_mul (lam=1e-4)": ["regularizers=[{name: l2_mul, lam: 1.0e-4}]"],
     "pathprox (lam=1e-3)": ["regularizers=[{name: pathprox, lam: 1.0e-3}]"],
 }
 
@@ -41,4 +41,8 @@ def run_demo(output: Path) -> None:
     for m in ("train_acc", "val_acc", "test_acc"):
         table[f"{m} % (mean ± 95% CI)"] = [format_mean_ci(a, b, 100) for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])]
     print_table(table, title=f"digits MLP 64-64-64-10, {len(SEEDS)} seeds each ({time.perf_counter() - t0:.1f} s)")
+    from .report import build_report
+
+    page = build_report(output, output / "report", runs=list(label_of), title="reglab demo: regularizers on a digits MLP")
     print(f"runs are in {output}/ (reglab runs --root {output})")
+    print(f"report: {page}")

@@ -70,12 +70,12 @@ class RunResult:
 
 def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     """Build everything a run needs, in memory. User errors surface here, before any file."""
-    from .data import build_task, resolve_data_dir
+    from .data import build_task, data_dir_for
     from .models import build_model
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = build_task(cfg.data, run_seed=cfg.seed, device=device, data_dir=resolve_data_dir(cfg.data.dir or data_dir))
+    data = build_task(cfg.data, run_seed=cfg.seed, device=device, data_dir=data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir))
     seed_everything(cfg.seed)  # the model's init does not depend on how much data loading drew
     model = build_model(cfg.model, data.input_shape, data.num_outputs).to(device)
     optimizer = build_optimizer(cfg.optim, model)
@@ -293,6 +293,12 @@ class Trainer:
         row["time"] = self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
         self.rd.append(self.rd.evals_path, [row])
         self.n_evals += 1
+        ac = s.cfg.analysis
+        if ac.spectra_every is not None and (self.n_evals - 1) % ac.spectra_every == 0:
+            from .analysis import spectra_rows
+
+            (self.rd.path / "analysis").mkdir(exist_ok=True)
+            self.rd.append(self.rd.path / "analysis" / "ranks_during.jsonl", spectra_rows(s.model, self.step))
         se = tc.snapshot_every
         if se is not None and (self.n_evals - 1) % se == 0:
             self.rd.save_checkpoint(f"snap_{self.step:08d}", {"model": s.model.state_dict(), "step": self.step})
@@ -337,6 +343,8 @@ class Trainer:
             s.model.load_state_dict(self.best_state)
             restored = True
         final = self._final_metrics(restored)
+        if status == "done":
+            final.update(self._analyze())
         s.model.eval()
         self.rd.save_checkpoint("final", {"model": s.model.state_dict(), "step": self.step})
         summary = {
@@ -357,6 +365,22 @@ class Trainer:
             "final": final,
         }
         return summary
+
+    def _analyze(self) -> dict:
+        """Margins, spectra and sparsity of the final network (analysis/), and a landscape when
+        the config asks for one. Returns the scalars that join the run's final metrics."""
+        from .analysis import analyze_final
+
+        s = self.s
+        ac = s.cfg.analysis
+        out = self.rd.path / "analysis"
+        scalars = analyze_final(s.model, s.data, ac, out, self.step)
+        if ac.landscape is not None:
+            from .landscape.run_landscape import landscape_in_run
+
+            meta = {"run_hash": self.rd.path.name, "run_dir": str(self.rd.path), "step": self.step, "model": s.cfg.model.name, "dataset": s.cfg.data.dataset}
+            landscape_in_run(self.rd, s.model, s.data, s.loss_fn, ac.landscape, out / "landscape", meta, s.cfg.train.eval_batch_size, s.device)
+        return scalars
 
     def _final_metrics(self, restored: bool) -> dict:
         if self.diverged_at is not None:

@@ -6,7 +6,7 @@ tensors a run trains on; `resolve_data_dir` and `dataset_status` serve `reglab d
 
 from .augment import random_crop_flip
 from .datasets import DATASETS, dataset_status
-from .location import resolve_data_dir
+from .location import data_dir_for, data_search_path, resolve_data_dir
 from .spec import DatasetSpec, RawSplits
 from .tasks import TaskData, build_task
 
@@ -19,4 +19,6 @@ __all__ = [
     "dataset_status",
     "random_crop_flip",
     "resolve_data_dir",
+    "data_dir_for",
+    "data_search_path",
 ]

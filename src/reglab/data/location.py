@@ -9,19 +9,33 @@ from pathlib import Path
 DATA_ENV = "REGLAB_DATA"
 
 
-def resolve_data_dir(explicit: str | None) -> Path:
-    """The data directory: `explicit` (data.dir / --data-dir), else $REGLAB_DATA, else the cache.
-
-    The cache is ~/.cache/reglab/data, or $XDG_CACHE_HOME/reglab/data when that is set.
-    The directory need not exist yet (downloads create it).
-    """
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
+def data_search_path(explicit: str | None) -> list[Path]:
+    """The data directories, in order: `explicit` (data.dir / --data-dir), else $REGLAB_DATA, else
+    the cache (~/.cache/reglab/data, or $XDG_CACHE_HOME/reglab/data). Like PATH, the setting may
+    list several directories separated by os.pathsep (':'): each dataset is read from the first
+    one that has it, and downloaded into the first one. Directories need not exist yet."""
+    text = explicit or os.environ.get(DATA_ENV)
+    if text:
+        return [Path(p).expanduser() for p in str(text).split(os.pathsep) if p]
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "reglab" / "data"
+    return [Path(cache).expanduser() / "reglab" / "data"]
+
+
+def resolve_data_dir(explicit: str | None) -> Path:
+    """The first data directory of the search path (where downloads go)."""
+    return data_search_path(explicit)[0]
+
+
+def data_dir_for(dataset: str, explicit: str | None) -> Path:
+    """The first directory of the search path that has `dataset`, else the first directory."""
+    from .datasets import DATASETS
+
+    dirs = data_search_path(explicit)
+    spec = DATASETS.get(dataset, "data.dataset")
+    for d in dirs:
+        if spec.locate(d)[0] is not None:
+            return d
+    return dirs[0]
 
 
 def find_file(folder: Path, name: str) -> Path | None:

@@ -45,8 +45,13 @@ class ConvStack:
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         channels, height, width = input_shape
         n_conv = n_pool = 0
+
+        def scaled(n: int) -> int:
+            return max(1, round(n * cfg.width_multiplier))
+
         for token in self.plan:
             if isinstance(token, int):
+                token = scaled(token)
                 n_conv += 1
                 name = f"conv{n_conv}"
                 layers[name] = nn.Conv2d(channels, token, 3, padding=self.padding, bias=cfg.bias)
@@ -70,7 +75,7 @@ class ConvStack:
                 )
         layers["flatten"] = nn.Flatten()
         fc_bias = True if self.fc_bias_always else cfg.bias
-        widths = [channels * height * width, *self.hidden, num_outputs]
+        widths = [channels * height * width, *[scaled(h) for h in self.hidden], num_outputs]
         for i in range(len(widths) - 1):
             name = f"fc{i + 1}"
             layers[name] = nn.Linear(widths[i], widths[i + 1], bias=fc_bias)
@@ -84,7 +89,7 @@ class ConvStack:
 
     def _check(self, cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
         if cfg.widths is not None:
-            raise ConfigError("model.widths", f"{self.name} has a fixed architecture; widths is only for mlp models")
+            raise ConfigError("model.widths", f"{self.name} has a fixed architecture; widths is only for mlp models (use model.width_multiplier)")
         if cfg.batch_norm and self.batch_norm == "none":
             raise ConfigError("model.batch_norm", f"{self.name} has no batch-norm variant")
         if len(input_shape) != 3:

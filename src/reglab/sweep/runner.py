@@ -65,6 +65,24 @@ def sweep_hashes(root: Path, name: str) -> list[str]:
     return [r["hash"] for r in read_manifest(root, name)["runs"]]
 
 
+def preflight(runs: list[PlannedRun], data_dir: str | None = None) -> None:
+    """Build each distinct setting once (data, model, regularizers, schedules) on the CPU, so a
+    missing dataset or an impossible combination stops the sweep before any run starts. Seeds
+    are the only thing that may differ within a setting; datasets are read once (cached)."""
+    from ..config import canonical_dict
+    from ..train import prepare
+
+    seen = set()
+    for r in runs:
+        d = canonical_dict(r.config)
+        d.pop("seed", None)
+        key = json.dumps(d, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        prepare(r.config.model_copy(update={"device": "cpu"}), data_dir)
+
+
 def run_sweep(
     name: str,
     root: Path,
