@@ -139,3 +139,19 @@ def test_iteration_budget_and_partial_last_batch(tmp_path):
     res = run(small_config(tmp_path, "train.batch_size=100", "train.epochs=null", "train.iterations=7"))
     # 256 examples at batch 100: 3 steps an epoch (the last one has 56 examples).
     assert res.summary["steps"] == 7 and res.summary["steps_per_epoch"] == 3
+
+
+def test_penalty_enters_the_loss_and_the_gradient(tmp_path):
+    plain = run(small_config(tmp_path / "plain"))
+    reg = run(small_config(tmp_path / "reg", "regularizers=[{name: l2, lam: 1.0}]"))
+    # every logged step: total = data loss + lam * penalty
+    for row in RunDir(reg.path).steps():
+        assert row["total_loss"] == pytest.approx(row["loss"] + 1.0 * row["penalty.l2"], rel=1e-5)
+        assert row["lam.l2"] == 1.0
+
+    def weight_sq(path):
+        sd = torch.load(RunDir(path).ckpt("final"), weights_only=True)["model"]
+        return sum(float((v ** 2).sum()) for k, v in sd.items() if k.endswith("weight"))
+
+    assert weight_sq(reg.path) < 0.7 * weight_sq(plain.path)
+    assert reg.summary["final"]["l2.penalty"] == pytest.approx(weight_sq(reg.path), rel=1e-4)

@@ -14,20 +14,24 @@ def _fmt(v) -> str:
         if math.isnan(v):
             return "-"
         return f"{v:.4g}"
-    if isinstance(v, tuple):
+    if isinstance(v, (tuple, list)):
         return "[" + ",".join(map(str, v)) + "]"
+    if v is None:
+        return "-"
     return str(v)
 
 
 def print_table(df: pd.DataFrame, title: str | None = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
     for c in df.columns:
-        table.add_column(str(c), overflow="fold")
+        table.add_column(escape(str(c)), overflow="fold", no_wrap=str(c) in ("run", "setting"))
     for _, r in df.iterrows():
-        table.add_row(*[_fmt(v) for v in r.tolist()])
+        # escape: values such as [weight] would otherwise be read as rich markup and vanish
+        table.add_row(*[escape(_fmt(v)) for v in r.tolist()])
     Console(width=max(120, 12 * len(df.columns))).print(table)
 
 
@@ -38,7 +42,8 @@ def print_runs_table(df: pd.DataFrame, all_columns: bool = False) -> None:
         cols = list(df.columns)
     else:
         cols = ["run", "status", *varying_columns(df), *[m for m in MAIN_METRICS if m in df.columns]]
-    print_table(df[cols], title=f"{len(df)} runs")
+    shown = df[cols].rename(columns=lambda c: c.replace("regularizers.", "reg.").replace(".schedule.", ".sched."))
+    print_table(shown, title=f"{len(df)} runs")
 
 
 def format_mean_ci(mean: float, half: float, scale: float = 1.0, digits: int = 2) -> str:

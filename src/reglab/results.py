@@ -24,6 +24,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(_flatten(v, key + "."))
+        elif key == "regularizers" and not v:
+            continue  # no regularizer: its columns stay empty rather than adding one for []
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             for i, item in enumerate(v):
                 out.update(_flatten(item, f"{key}.{i}."))
@@ -46,7 +48,9 @@ def run_status(rd: RunDir) -> str:
 def run_row(rd: RunDir) -> dict:
     rec = rd.read_config()
     row = {"run": rec["hash"], "status": run_status(rd), "name": rec["config"].get("name")}
-    row.update(_flatten(rec["canonical"]))
+    cfg = _flatten(rec["canonical"])
+    row.update(cfg)
+    row["_config_columns"] = list(cfg)
     s = rd.read_summary()
     if s:
         for k in ("steps", "epochs", "wall_time", "best_step", "num_params", "stopped_early", "diverged_step"):
@@ -73,8 +77,14 @@ def _selected(root: str | Path, sweep: str | None, runs: list[str] | None) -> li
 def load_runs(root: str | Path = "runs", sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
     """One row per run under `root` (see module docstring for the columns); `sweep` keeps the
     runs of that sweep only (its manifest under root/sweeps/), `runs` a list of run hashes."""
-    rows = [run_row(rd) for rd in _selected(root, sweep, runs)]
-    return pd.DataFrame(rows)
+    rows, config_cols = [], {}
+    for rd in _selected(root, sweep, runs):
+        row = run_row(rd)
+        rows.append(row)
+        config_cols.update(dict.fromkeys(row.pop("_config_columns")))
+    df = pd.DataFrame(rows)
+    df.attrs["config_columns"] = list(config_cols)
+    return df
 
 
 def _stack(root: str | Path, which: str, sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
@@ -99,7 +109,11 @@ def load_steps(root: str | Path = "runs", sweep: str | None = None, runs: list[s
 def varying_columns(df: pd.DataFrame) -> list[str]:
     """Config columns whose value differs between runs (what a table should show)."""
     skip = {"run", "status", "name", "path"}
-    cfg_cols = [c for c in df.columns if "." in c or c in ("seed",)]
+    known = df.attrs.get("config_columns")
+    if known is not None:
+        cfg_cols = [c for c in known if c in df.columns]
+    else:  # a frame not made by load_runs: config columns are the dotted ones
+        cfg_cols = [c for c in df.columns if "." in c or c in ("seed",)]
     out = []
     for c in cfg_cols:
         if c in skip:
