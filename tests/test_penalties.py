@@ -531,24 +531,27 @@ def _shift_weights(model: nn.Module, seed: int) -> list[torch.Tensor]:
 
 
 def test_path_energy_first_step_then_squared_change():
+    # The trainer's order at every step: penalty (before the update) -> update -> after_step.
     model = mlp(3, 4, 2)
     reg = make("path_energy")
     reg.setup(model)
-    assert reg.penalty(model, None).item() == 0.0  # E_1 = 0
+    assert reg.penalty(model, None).item() == 0.0  # step 1: E_1 = 0
+    d1 = _shift_weights(model, seed=1)  # update 1
     reg.after_step(model, None)
-    deltas = _shift_weights(model, seed=1)
-    change = sum(float(d.pow(2).sum()) for d in deltas)
-    assert reg.penalty(model, None).item() == pytest.approx(0.5 * change)
-    # gradient = theta_t - theta_{t-1} on the weights, nothing on the biases
+    change1 = sum(float(d.pow(2).sum()) for d in d1)
+    # step 2: half the squared length of update 1, gradient theta_2 - theta_1 on the weights only
+    assert reg.penalty(model, None).item() == pytest.approx(0.5 * change1)
     grads = grads_of(reg, model)
-    torch.testing.assert_close(grads["0.weight"], deltas[0])
-    torch.testing.assert_close(grads["2.weight"], deltas[1])
+    torch.testing.assert_close(grads["0.weight"], d1[0])
+    torch.testing.assert_close(grads["2.weight"], d1[1])
     assert grads["0.bias"].abs().max() == 0
+    d2 = _shift_weights(model, seed=2)  # update 2
     reg.after_step(model, None)
-    assert reg.penalty(model, None).item() == pytest.approx(0.0)
+    change2 = sum(float(d.pow(2).sum()) for d in d2)
+    assert reg.penalty(model, None).item() == pytest.approx(0.5 * change2)  # step 3
     rep = reg.report(model)
-    assert rep["energy_last"] == pytest.approx(change)
-    assert rep["energy_total"] == pytest.approx(change)
+    assert rep["energy_last"] == pytest.approx(change2)
+    assert rep["energy_total"] == pytest.approx(change1 + change2)
     assert rep["steps"] == 2
 
 
@@ -565,8 +568,10 @@ def test_path_energy_anchor_init():
     model = mlp(3, 4, 2)
     reg = make("path_energy", anchor="init")
     reg.setup(model)
+    reg.penalty(model, None)
     d1 = _shift_weights(model, seed=3)
     reg.after_step(model, None)
+    reg.penalty(model, None)
     d2 = _shift_weights(model, seed=4)
     reg.after_step(model, None)
     total = sum(float((a + b).pow(2).sum()) for a, b in zip(d1, d2, strict=True))
@@ -584,10 +589,11 @@ def test_path_energy_state_dict_resumes_exactly():
     model = mlp(3, 4, 2)
     reg = make("path_energy")
     reg.setup(model)
+    reg.penalty(model, None)
     _shift_weights(model, seed=5)
     reg.after_step(model, None)
-    _shift_weights(model, seed=6)
     expected = reg.penalty(model, None).item()
+    assert expected > 0
     buf = io.BytesIO()
     torch.save(reg.state_dict(), buf)
     buf.seek(0)

@@ -155,3 +155,12 @@ def test_penalty_enters_the_loss_and_the_gradient(tmp_path):
 
     assert weight_sq(reg.path) < 0.7 * weight_sq(plain.path)
     assert reg.summary["final"]["l2.penalty"] == pytest.approx(weight_sq(reg.path), rel=1e-4)
+
+
+def test_path_energy_penalty_is_the_previous_update_length(tmp_path):
+    plain = run(small_config(tmp_path / "plain"))
+    res = run(small_config(tmp_path / "pe", "regularizers=[{name: path_energy, lam: 50.0}]"))
+    pen = [r["penalty.path_energy"] for r in RunDir(res.path).steps()]
+    assert pen[0] == 0.0 and all(p > 0 for p in pen[1:])  # E_1 = 0, then the last update's length
+    # the friction term changes training
+    assert res.summary["final"]["train_loss"] != pytest.approx(plain.summary["final"]["train_loss"], rel=1e-6)

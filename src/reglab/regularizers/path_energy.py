@@ -3,8 +3,9 @@
 State vector s(theta): the weight layers' weights W_1, ..., W_L, flattened and concatenated
 (biases excluded; under PaperWN the effective weights g V / ||V||_F).
 
-Penalty at optimizer step t (before the update), with theta_{t-1} the detached copy stored after
-the previous step:
+Penalty at optimizer step t (before the update), with theta_{t-1} the detached copy of the weights
+taken when the previous step's penalty was computed, i.e. *before* the previous update (a copy
+taken after it would equal theta_t and make the penalty identically zero):
 
     E_t = c * ||s(theta_t) - s(theta_{t-1})||^2,    R = E_t / 2,
 
@@ -77,6 +78,7 @@ class PathEnergy(Regularizer):
         require_weight_role_only(self.name, self.roles)
         self.scale = 2.0 if options.state == "global" else 1.0
         self._previous: list[torch.Tensor] | None = None
+        self._at_penalty: list[torch.Tensor] | None = None
         self._init: list[torch.Tensor] | None = None
         self._energy_last: torch.Tensor | float = 0.0
         self._energy_total: torch.Tensor | float = 0.0
@@ -98,17 +100,24 @@ class PathEnergy(Regularizer):
         return self.scale * squared_distance(state_blocks(model), self._anchor())
 
     def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
-        return 0.5 * self.energy(model)
+        """(c/2)||theta_t - theta_{t-1}||^2 at step t, where theta_{t-1} are the weights when the
+        previous step's penalty was computed (before its update): the squared length of the
+        previous update, as in study 2 (E_1 = 0). Call once per step; the trainer does."""
+        blocks = state_blocks(model)
+        self._at_penalty = detached_copy(blocks)  # theta_t: the anchor of the next step
+        return 0.5 * self.scale * squared_distance(blocks, self._anchor())
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
-        current = detached_copy(state_blocks(model))
-        if self._previous is not None:
+        """Log the squared length of the update just applied, and move the anchor to theta_t."""
+        before = self._at_penalty if self._at_penalty is not None else self._previous
+        if before is not None:
             # kept as tensors: no device sync per step; converted in report / state_dict.
-            self._energy_last = self.scale * squared_distance(current, self._previous)
+            self._energy_last = self.scale * squared_distance(state_blocks(model), before)
             self._energy_total = self._energy_total + self._energy_last
             self._steps += 1
-        self._previous = current
+        self._previous = before if before is not None else detached_copy(state_blocks(model))
+        self._at_penalty = None
 
     @torch.no_grad()
     def report(self, model: nn.Module) -> dict[str, float]:
@@ -118,7 +127,7 @@ class PathEnergy(Regularizer):
             "steps": float(self._steps),
         }
         if self.options.anchor == "init" and self._init is not None:
-            out["penalty"] = float(self.penalty(model, None))
+            out["penalty"] = float(0.5 * self.energy(model))
         return out
 
     def state_dict(self) -> dict[str, Any]:
