@@ -47,8 +47,13 @@ def print_runs_table(df: pd.DataFrame, all_columns: bool = False) -> None:
 
 
 def format_mean_ci(mean: float, half: float, scale: float = 1.0, digits: int = 2) -> str:
+    """mean ± half-width with `digits` decimals; values too small for that (|x| < 10^-digits)
+    switch to 3 significant digits, so a margin of 2e-6 does not print as 0.0000."""
     if math.isnan(mean):
         return "-"
-    if math.isnan(half):
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
+    m, h = mean * scale, half * scale
+    small = 0 < abs(m) < 10 ** -digits or (not math.isnan(h) and 0 < abs(h) < 10 ** -digits)
+    fmt = (lambda v: f"{v:.3g}") if small else (lambda v: f"{v:.{digits}f}")
+    if math.isnan(h):
+        return fmt(m)
+    return f"{fmt(m)} ± {fmt(h)}"
