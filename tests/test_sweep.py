@@ -133,7 +133,7 @@ SLOW = [
 
 
 def _sweep_cmd(root: Path, name: str) -> list[str]:
-    return [sys.executable, "-m", "reglab.cli", "sweep", *SLOW, "seed=0,1,2", "--output", str(root), "--name", name, "-j", "1"]
+    return [sys.executable, "-m", "reglab.cli", "sweep", *SLOW, "seed=0,1,2", "--output", str(root), "--name", name, "-j", "1", "--vectorize", "off"]
 
 
 def _env():
@@ -203,3 +203,22 @@ def test_two_sweeps_on_one_root_at_once_corrupt_nothing(tmp_path, reference):
     manifests = sorted(p.name for p in (root / "sweeps").iterdir())
     assert manifests == ["a.json", "b.json"]
     assert json.loads((root / "sweeps" / "a.json").read_text())["runs"][0]["hash"] in _hashes(root)
+
+
+def test_vectorized_sweep_matches_one_by_one_and_reports_its_plan(tmp_path, capsys):
+    spec = build_spec(None, SMALL + ["seed=0,1,2", "regularizers=[{name: l2, lam: [0.01, 0.001]}]"])
+    runs = expand(spec)
+    run_sweep("one", tmp_path / "one", spec, runs, live=False, vectorize="off")
+    res = run_sweep("vec", tmp_path / "vec", spec, runs, live=False, vectorize="auto")
+    assert res.count("done") == 6
+    assert "vectorized group of 6 runs" in capsys.readouterr().out
+    a = load_evals(tmp_path / "one").drop(columns=["time"]).sort_values(["run", "step"]).reset_index(drop=True)
+    b = load_evals(tmp_path / "vec").drop(columns=["time"]).sort_values(["run", "step"]).reset_index(drop=True)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5, atol=1e-6)
+    # batch norm cannot be grouped: the plan says so and the runs train one by one
+    spec = build_spec(None, SMALL + ["seed=0,1", "model.batch_norm=true"])
+    res = run_sweep("bn", tmp_path / "bn", spec, expand(spec), live=False, vectorize="auto")
+    assert res.count("done") == 2
+    assert "batch norm" in capsys.readouterr().out

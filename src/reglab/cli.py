@@ -90,7 +90,9 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
 @click.option("--data-dir", default=None, help="Dataset directory.")
 @click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
 @click.option("--dry-run", is_flag=True, help="Expand and validate the grid, print it, run nothing.")
-def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run) -> None:
+@click.option("--vectorize", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Train groups of small compatible runs together with vmap (auto: small models only; the plan is printed).")
+def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run, vectorize) -> None:
     """Run a grid: reglab sweep CONFIG.yaml [key=a,b,c ...]
 
     Any value given as a list in the YAML, or as key=a,b,c here, is an axis; the sweep runs the
@@ -131,7 +133,7 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
         return
     jobs = jobs or default_jobs()
     executor = executor or ("process" if jobs > 1 and len(runs) > 1 else "inline")
-    res = run_sweep(sweep_name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, slurm=slurm)
+    res = run_sweep(sweep_name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, slurm=slurm, vectorize=vectorize)
     for o in res.failed:
         click.echo(f"failed: {o.hash}: {o.error}", err=True)
     click.echo(f"results: reglab runs --root {root} --sweep {sweep_name}")
@@ -148,7 +150,9 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
 @click.option("--executor", type=click.Choice(["inline", "process", "slurm", "submitit_local"]), default=None)
 @click.option("--data-dir", default=None, help="Dataset directory.")
 @click.option("--output", "-o", default="runs", show_default=True, help="Results root.")
-def reproduce(study, overrides, scale, jobs, executor, data_dir, output) -> None:
+@click.option("--vectorize", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Train groups of small compatible runs together with vmap.")
+def reproduce(study, overrides, scale, jobs, executor, data_dir, output, vectorize) -> None:
     """Rerun one of the four seed studies and check its headline claim: reglab reproduce STUDY
 
     The presets are YAML files (src/reglab/presets/STUDY_SCALE.yaml) to copy and edit; extra
@@ -159,7 +163,7 @@ def reproduce(study, overrides, scale, jobs, executor, data_dir, output) -> None
 
     jobs = jobs or default_jobs()
     executor = executor or ("process" if jobs > 1 else "inline")
-    code = run_reproduction(study, scale, Path(output), jobs, executor, data_dir, list(overrides))
+    code = run_reproduction(study, scale, Path(output), jobs, executor, data_dir, list(overrides), vectorize=vectorize)
     sys.exit(code)
 
 

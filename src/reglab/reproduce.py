@@ -192,7 +192,7 @@ def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFr
     return agg, table
 
 
-def reproduce(study: str, scale: str, root: Path, jobs: int, executor: str, data_dir: str | None, overrides: list[str], live: bool = True) -> int:
+def reproduce(study: str, scale: str, root: Path, jobs: int, executor: str, data_dir: str | None, overrides: list[str], live: bool = True, vectorize: str = "off") -> int:
     from .report_table import print_table
     from .results import load_runs
     from .store import atomic_write_bytes
@@ -211,7 +211,7 @@ def reproduce(study: str, scale: str, root: Path, jobs: int, executor: str, data
     preflight(runs, data_dir)
     name = f"{study}-{scale}"
     print(f"{meta.get('title', study)}: {len(runs)} runs ({path.name}) under {root}", flush=True)
-    res = run_sweep(name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, live=live)
+    res = run_sweep(name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, live=live, vectorize=vectorize)
     df = load_runs(root, sweep=name)
     if df.empty:
         print("no run finished: nothing to summarize")

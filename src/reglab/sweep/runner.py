@@ -93,7 +93,13 @@ def run_sweep(
     data_dir: str | None = None,
     slurm: dict | None = None,
     live: bool = True,
+    vectorize: str = "off",
 ) -> SweepResult:
+    """Run every planned run not yet DONE. `vectorize`: "off" trains runs one by one; "auto"
+    trains groups of small compatible runs (same model, data and batch size; differing in seed,
+    lr or lambda) together with torch.func.vmap and says which runs fall back and why; "on" also
+    groups models above auto's size limit. Groups train in this process; the other runs go to
+    the executor."""
     root = Path(root)
     write_manifest(root, name, spec, runs)
     result = SweepResult(name, root)
@@ -103,9 +109,29 @@ def run_sweep(
             result.outcomes[r.hash] = Outcome(r.hash, "skipped")
         else:
             todo.append(r)
-    display = SweepDisplay(name, total=len(runs), already_done=len(runs) - len(todo), live=live)
-    configs = [r.config.model_copy(update={"output": str(root)}).model_dump(mode="json") for r in todo]
+    groups: list[list[PlannedRun]] = []
+    if vectorize != "off" and todo:
+        from ..vectorized import describe_plan, plan_groups
+
+        kwargs = {"max_params": 10**12} if vectorize == "on" else {}
+        groups, singles = plan_groups(todo, **kwargs)
+        for line in describe_plan(groups, singles):
+            print(line, flush=True)
+        todo = [r for r, _ in singles]
+    display = SweepDisplay(name, total=len(runs), already_done=len(runs) - len(todo) - sum(map(len, groups)), live=live)
     busy: list[dict] = []
+    for g in groups:
+        from ..vectorized import train_group
+
+        display.start(running=len(g), remaining=len(todo) + sum(map(len, groups)))
+        for o in train_group(g, root, data_dir):
+            out = Outcome(**o)
+            if out.status == "busy":
+                busy.append(next(r for r in g if r.hash == out.hash).config.model_copy(update={"output": str(root)}).model_dump(mode="json"))
+                continue
+            result.outcomes[out.hash] = out
+            display.finished(out)
+    configs = [r.config.model_copy(update={"output": str(root)}).model_dump(mode="json") for r in todo]
     ex = make_executor(executor, jobs, data_dir, root, slurm)
     try:
         ex.submit(configs)

@@ -1,0 +1,183 @@
+"""Which runs can train together in one vectorized group, and why the others cannot.
+
+Runs share a group when everything but their seed, learning rate and regularizer strengths
+(``regularizers[i].lam``) is the same: dataset and task, model, optimizer kind and its other
+settings, lr schedule, budget, batch size, evaluation, analysis, and the regularizers' names,
+options and lambda schedules. Such runs take the same number of steps with batches of the same
+size, so one `torch.func.vmap` call can train all of them at once.
+
+A run falls back to one-by-one training (`train.run`) when (first reason that applies):
+
+- batch norm: running statistics are buffers updated in the forward pass, which the group does
+  not carry per model;
+- early stopping: each run would stop at its own step;
+- augmentation: random crops drawn per run from the run's own generator;
+- a regularizer outside `VMAPPABLE` (gradient_norm and jacobian_nuclear call autograd.grad or
+  draw random numbers inside the penalty; graph_energy is untested under vmap);
+- label noise drawn from the run seed (data.noise_seed unset) when grouped with other seeds is
+  handled by the key (such runs group only with runs of the same seed), not as a fallback;
+- more than `MAX_PARAMS` parameters: the gain of vmap on CPU comes from fusing many small
+  matrix products; for models this big one model already keeps the cores busy (see
+  bench/bench_vectorized.py);
+- its group has a single run (nothing to share).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from ..config import RunConfig, canonical_dict
+
+MAX_PARAMS = 1_000_000
+"""Models with more parameters than this train one by one (rule of thumb for CPU)."""
+
+MAX_GROUP = 64
+"""Largest group; bigger sets of compatible runs are split into groups of at most this size."""
+
+VMAPPABLE = {
+    "l2",
+    "l2_sum",
+    "l2_mul",
+    "frobenius",
+    "nuclear_norm",
+    "spectral_energy",
+    "path_energy",
+    "path_norm",
+    "pathprox",
+    "decoupled_weight_decay",
+}
+"""Regularizers whose penalty runs under vmap and whose group results are tested against the
+one-by-one trainer (tests/test_vectorized.py). Others fall back."""
+
+NOT_VMAPPABLE_WHY = {
+    "gradient_norm": "its penalty differentiates the loss with torch.autograd.grad inside the step",
+    "jacobian_nuclear": "its penalty draws random perturbations (or per-example Jacobians) inside the step",
+    "graph_energy": "its penalty builds the layered adjacency by index assignment, not tested under vmap",
+}
+
+# Input shapes of the built-in datasets (for counting parameters without reading data).
+_INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (64,)}
+_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "digits": 10}
+
+
+def group_key(cfg: RunConfig) -> str:
+    """Runs with equal keys can share a group: the canonical config without seed, optim.lr and
+    the regularizers' lam (plus the device, which must be one for the whole group)."""
+    d = canonical_dict(cfg)
+    if not (cfg.data.label_noise > 0 and cfg.data.noise_seed is None):
+        d.pop("seed", None)  # the data do not depend on the seed
+    d["optim"].pop("lr", None)
+    for r in d.get("regularizers", []):
+        r.pop("lam", None)
+    d["device"] = cfg.device
+    return json.dumps(d, sort_keys=True)
+
+
+def count_params(cfg: RunConfig) -> int | None:
+    """Parameters of the run's model, built on the meta device (no memory, no data read);
+    None when the input shape is unknown without reading the dataset."""
+    import torch
+
+    from ..models import build_model
+
+    ds = cfg.data.dataset
+    if ds == "synthetic":
+        shape, classes = (cfg.data.synthetic.dim,), cfg.data.synthetic.classes
+    elif ds in _INPUT_SHAPES:
+        shape, classes = _INPUT_SHAPES[ds], _CLASSES[ds]
+    else:
+        return None
+    outputs = 1 if cfg.data.binary_pair is not None else classes
+    try:
+        with torch.device("meta"):
+            # PaperWN reads weight norms as Python floats (impossible on meta): count without it,
+            # then add its one scale g per weight layer.
+            model = build_model(cfg.model.model_copy(update={"weight_norm": False}), shape, outputs)
+    except Exception:
+        return None
+    n = sum(p.numel() for p in model.parameters())
+    if cfg.model.weight_norm:
+        from ..models.structure import weight_layers
+
+        n += len(weight_layers(model))
+    return n
+
+
+def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS) -> str | None:
+    """The reason this run cannot join a vectorized group, or None when it can."""
+    if cfg.model.batch_norm:
+        return "model.batch_norm: batch norm keeps running statistics (buffers), not carried per model in a group"
+    if cfg.train.early_stopping.patience is not None:
+        return "train.early_stopping: each run would stop at its own step"
+    if cfg.data.augment:
+        return "data.augment: augmentation draws random crops per run"
+    for i, r in enumerate(cfg.regularizers):
+        if r.name not in VMAPPABLE:
+            why = NOT_VMAPPABLE_WHY.get(r.name, "it is not among the regularizers tested under vmap")
+            return f"regularizers.{i}: {r.name} does not vectorize ({why})"
+    n = count_params(cfg)
+    if n is None:
+        return f"model: cannot count the parameters of {cfg.model.name} on {cfg.data.dataset} without reading the data"
+    if n > max_params:
+        return f"model: {n:,} parameters > {max_params:,}; vectorizing gains nothing on models this large"
+    return None
+
+
+def plan_groups(runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_params: int = MAX_PARAMS) -> tuple[list[list], list[tuple]]:
+    """Split planned runs (sweep.grid.PlannedRun, or anything with a `.config`) into vectorized
+    groups and runs that train one by one.
+
+    Returns (groups, singles): groups are lists of >= min_group runs sharing `group_key`, at most
+    max_group each (bigger sets are split evenly); singles are (run, reason) pairs. The order of
+    runs inside a group follows the input order."""
+    groups: list[list] = []
+    singles: list[tuple] = []
+    buckets: dict[str, list] = {}
+    for r in runs:
+        why = why_not_vectorized(r.config, max_params)
+        if why is not None:
+            singles.append((r, why))
+            continue
+        buckets.setdefault(group_key(r.config), []).append(r)
+    for members in buckets.values():
+        if len(members) < min_group:
+            for r in members:
+                singles.append((r, f"no other run shares its model, data, batch size and settings (group of {len(members)})"))
+            continue
+        n_chunks = math.ceil(len(members) / max_group)
+        size = math.ceil(len(members) / n_chunks)
+        for k in range(0, len(members), size):
+            chunk = members[k : k + size]
+            if len(chunk) < min_group:  # cannot happen with even splitting, kept for safety
+                singles += [(r, "left over after splitting a large group") for r in chunk]
+            else:
+                groups.append(chunk)
+    return groups, singles
+
+
+def describe_plan(groups: list[list], singles: list[tuple]) -> list[str]:
+    """Human-readable lines: one per group, one per run trained one by one with its reason."""
+    lines = []
+    for g in groups:
+        cfg = g[0].config
+        varying = _varying(g)
+        lines.append(
+            f"vectorized group of {len(g)} runs ({cfg.model.name} {cfg.model.widths or ''} on {cfg.data.dataset}, "
+            f"batch {cfg.train.batch_size}; varying: {', '.join(varying) or 'nothing'}): {' '.join(r.hash for r in g)}"
+        )
+    for r, why in singles:
+        lines.append(f"one by one: {r.hash}: {why}")
+    return lines
+
+
+def _varying(group: list) -> list[str]:
+    out = []
+    if len({r.config.seed for r in group}) > 1:
+        out.append("seed")
+    if len({r.config.optim.lr for r in group}) > 1:
+        out.append("optim.lr")
+    for i in range(len(group[0].config.regularizers)):
+        if len({r.config.regularizers[i].lam for r in group}) > 1:
+            out.append(f"regularizers.{i}.lam")
+    return out
