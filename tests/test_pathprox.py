@@ -621,6 +621,29 @@ def test_setup_checks_layer_order():
     make(balance=False).setup(Reversed())  # order only matters to the balance
 
 
+def test_per_unit_helpers_are_path_norms():
+    # PathProx reuses path_norm's per-unit views instead of keeping its own copies.
+    from reglab.regularizers import path_norm
+
+    assert group_path_norms is path_norm.unit_path_norms
+    for build, inputs in [(MLP, mlp_input), (CNN, cnn_input)]:
+        for g in build().unit_groups():
+            w = g.inp.weight.detach().reshape(g.size, -1)
+            v = g.out.weight.detach().transpose(0, 1).reshape(g.size, -1)
+            torch.testing.assert_close(pnorms(g), w.norm(dim=1) * v.norm(dim=1), rtol=0, atol=0)
+            wb = torch.cat([w, g.inp.bias.detach()[:, None]], dim=1)
+            torch.testing.assert_close(pnorms(g, include_bias=True), wb.norm(dim=1) * v.norm(dim=1), rtol=0, atol=0)
+
+
+def test_roles_other_than_weight_are_rejected():
+    from reglab.errors import ConfigError
+
+    cls = REGULARIZERS.get("pathprox")
+    with pytest.raises(ConfigError, match="regularize_bias") as e:
+        cls(cls.Options(), roles=["weight", "bias"])
+    assert e.value.field == "roles"
+
+
 def test_options_validation():
     cls = REGULARIZERS.get("pathprox")
     with pytest.raises(Exception):
