@@ -58,6 +58,8 @@ def test_yaml_config_with_nested_overrides(tmp_path):
         ("regularizers=[{name: l2_mul, lam: 1, bogus: 2}]", "regularizers.0.bogus", "depth_normalization"),
         ("model.widths=[21,32,4]", "model.widths", "20"),
         ("train.iterations=abc", "train.iterations", "integer"),
+        ("regularizers=[{name: jacobian_nuclear, lam: 1, split: 99}]", "regularizers.0.split", "1 <= split"),
+        ("regularizers=[{name: l2_sum, lam: 1, roles: [bias]}]", "regularizers.0.roles", "weight"),
     ],
 )
 def test_bad_input_one_message_exit_2_nothing_written(tmp_path, override, field, allowed):

@@ -95,6 +95,10 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
         reg = build_regularizer(rc, f"regularizers.{i}")
         try:
             reg.setup(model)
+        except ConfigError as e:  # an option that does not fit this model: name it fully
+            from .regularizers import prefixed
+
+            raise prefixed(e, f"regularizers.{i}") from None
         except ValueError as e:
             raise ConfigError(f"regularizers.{i}.name", f"{rc.name} cannot act on model {cfg.model.name}: {e}") from None
         sched = build_schedule(rc.schedule, rc.lam, f"regularizers.{i}.schedule")

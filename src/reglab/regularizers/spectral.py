@@ -42,9 +42,15 @@ def frobenius_sq(weight: torch.Tensor) -> torch.Tensor:
     return weight.pow(2).sum()
 
 
+def _tall(m: torch.Tensor) -> torch.Tensor:
+    """M or M^T, whichever has at least as many rows as columns: the same singular values, and
+    LAPACK's SVD (forward and backward) is about 2x faster on the tall orientation."""
+    return m if m.shape[0] >= m.shape[1] else m.T
+
+
 def nuclear_norm(weight: torch.Tensor) -> torch.Tensor:
     """||M||_* = sum_i sigma_i(M) of the matrix view M of `weight` (svdvals)."""
-    return torch.linalg.svdvals(as_matrix(weight)).sum()
+    return torch.linalg.svdvals(_tall(as_matrix(weight))).sum()
 
 
 def symmetric_part_energy(matrix: torch.Tensor) -> torch.Tensor:
@@ -58,7 +64,7 @@ def layerwise_spectral_energy(weight: torch.Tensor) -> torch.Tensor:
     m = as_matrix(weight)
     if m.shape[0] == m.shape[1]:
         return symmetric_part_energy(m)
-    return torch.linalg.svdvals(m).sum()
+    return torch.linalg.svdvals(_tall(m)).sum()
 
 
 class _PerLayerPenalty(Regularizer):
