@@ -101,7 +101,7 @@ WHY = {
     ),
     "spectral_energy": (
         "one SVD (rectangular layers) or eigvalsh (square) with vectors per weight layer, more than the whole step "
-        "of a small model; wide layers could be transposed for ~2x (spectral.py)"
+        "of a small model (already on the tall orientation, which halved it)"
     ),
     "graph_energy": (
         "exact needs the SVD with singular vectors of the 912x138 biadjacency: ~4-5 ms alone, ~3x the 1.4 ms "
