@@ -42,3 +42,18 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def validate_options(cls, opts: dict, where: str, kind: str):
+    """Validate `opts` against `cls.Options` (a pydantic model); the first problem becomes a
+    ConfigError naming `<where>.<option>` and, for an unknown option, the allowed ones."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.Options.model_validate(opts)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{where}.{key}", f"unknown option of {kind} {cls.name}", sorted(cls.Options.model_fields)) from None
+        raise ConfigError(f"{where}.{key}", f"{err['msg']} (got {err.get('input')!r})") from None

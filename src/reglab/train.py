@@ -240,10 +240,12 @@ class Trainer:
                 t.reg.prox(model, t.sched.lam, lr)
             t.reg.after_step(model, ctx)
         row = [data_loss.detach(), total.detach(), *values]
-        for t in s.terms:
-            if t.sched.wants_measurement(self.step):
-                acc = correct(out.detach(), y, s.data.task).item() / y.shape[0]
-                t.sched.observe(self.step, {"train_loss": data_loss.item(), "train_acc": acc, "epoch_step": self.batch_in_epoch})
+        measure = [t for t in s.terms if t.sched.wants_measurement(self.step)]
+        if measure:  # one device sync for all schedules measuring at this step
+            acc = correct(out.detach(), y, s.data.task).item() / y.shape[0]
+            metrics = {"train_loss": data_loss.item(), "train_acc": acc, "epoch_step": self.batch_in_epoch}
+            for t in measure:
+                t.sched.observe(self.step, metrics)
         if s.lr_sched is not None and s.cfg.lr_schedule.unit == "iteration":
             s.lr_sched.step()
         if self.step % s.cfg.train.log_every == 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, validate_options
 from .base import Options, Regularizer, StepContext
 
 REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
@@ -39,22 +39,9 @@ def prefixed(error: ConfigError, where: str) -> ConfigError:
     return ConfigError(f"{where}.{error.field}", message, error.allowed)
 
 
-def _validate_options(cls, opts: dict, where: str):
-    from pydantic import ValidationError
-
-    try:
-        return cls.Options.model_validate(opts)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{where}.{key}", f"unknown option of {cls.name}", sorted(cls.Options.model_fields)) from None
-        raise ConfigError(f"{where}.{key}", f"{err['msg']} (got {err.get('input')!r})") from None
-
-
 def build_regularizer(cfg, where: str = "regularizers") -> Regularizer:
     cls = REGULARIZERS.get(cfg.name, f"{where}.name")
-    opts = _validate_options(cls, regularizer_options(cfg), where)
+    opts = validate_options(cls, regularizer_options(cfg), where, "regularizer")
     try:
         return cls(opts, roles=cfg.roles)
     except ConfigError as e:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, validate_options
 
 
 class ScheduleOptions(BaseModel):
@@ -58,20 +57,9 @@ def _schedule_options(cfg) -> dict:
 
 def check_schedule_options(cfg, where: str) -> None:
     cls = SCHEDULES.get(cfg.name, f"{where}.name")
-    _validate(cls, _schedule_options(cfg), where)
-
-
-def _validate(cls, opts, where):
-    try:
-        return cls.Options.model_validate(opts)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{where}.{key}", f"unknown option of schedule {cls.name}", sorted(cls.Options.model_fields)) from None
-        raise ConfigError(f"{where}.{key}", f"{err['msg']} (got {err.get('input')!r})") from None
+    validate_options(cls, _schedule_options(cfg), where, "schedule")
 
 
 def build_schedule(cfg, lam0: float, where: str = "schedule") -> LambdaSchedule:
     cls = SCHEDULES.get(cfg.name, f"{where}.name")
-    return cls(lam0, _validate(cls, _schedule_options(cfg), where))
+    return cls(lam0, validate_options(cls, _schedule_options(cfg), where, "schedule"))

@@ -9,7 +9,6 @@ that has a DONE marker and resumes the others from their last checkpoint.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -171,4 +170,4 @@ def eta_seconds(walls: list[float], remaining: int, workers: int) -> float | Non
     return sum(walls) / len(walls) * remaining / max(1, workers)
 
 
-__all__ = ["SweepResult", "eta_seconds", "read_manifest", "run_sweep", "sweep_hashes", "time"]
+__all__ = ["SweepResult", "eta_seconds", "preflight", "read_manifest", "run_sweep", "sweep_hashes"]
