@@ -222,3 +222,44 @@ def test_vectorized_sweep_matches_one_by_one_and_reports_its_plan(tmp_path, caps
     res = run_sweep("bn", tmp_path / "bn", spec, expand(spec), live=False, vectorize="auto")
     assert res.count("done") == 2
     assert "batch norm" in capsys.readouterr().out
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from Linux /proc")
+def test_pool_workers_exit_when_the_sweep_is_killed(tmp_path):
+    """A SIGKILLed sweep leaves no worker training on (it would hold its run's lock)."""
+    root = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "reglab.cli", "sweep", *SLOW, "train.epochs=2", "seed=0,1", "--output", str(root), "--name", "k",
+           "-j", "2", "--executor", "process", "--vectorize", "off"]
+    hashes = [r.hash for r in expand(build_spec(None, [*SLOW, "train.epochs=2", "seed=0,1", f"output={root}"]))]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and not any((root / h / "steps.jsonl").exists() for h in hashes):
+        time.sleep(0.05)
+    workers = {c for c in _children(proc.pid) if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")}
+    assert workers, "no pool worker found"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "pool workers outlived the killed sweep"
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert all(RunDir(root / h).done for h in hashes)

@@ -100,8 +100,24 @@ class InlineExecutor(Executor):
         return self._running
 
 
+def _exit_with_parent(parent_pid: int, poll: float = 0.5) -> None:
+    """Pool worker start-up: end this worker as soon as the sweep process is gone, however it
+    ended (SIGKILL, SIGTERM, a crash). Otherwise an orphaned worker keeps training its run and
+    holding its lock, and a restarted sweep finds the run busy. Exiting mid-run loses nothing:
+    run files are written atomically and the run resumes from its last checkpoint."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class ProcessExecutor(Executor):
-    """A pool of worker processes (spawned, so no state leaks between parent and workers)."""
+    """A pool of worker processes (spawned, so no state leaks between parent and workers; each
+    exits when the sweep process does)."""
 
     def __init__(self, jobs: int, data_dir: str | None):
         import multiprocessing as mp
@@ -109,7 +125,8 @@ class ProcessExecutor(Executor):
         self.jobs = jobs
         self.data_dir = data_dir
         self.threads = threads_per_job(jobs)
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
         self.pending: set[Future] = set()
 
     def submit(self, configs):
