@@ -256,6 +256,18 @@ def test_fallback_reasons(tmp_path, monkeypatch):
     assert not groups and "parameters" in singles[0][1]
     groups, singles = plan_groups(big, max_params=10**7, max_group=2)
     assert [len(g) for g in groups] == [2, 2] and len(singles) == 1
+    groups, singles = plan_groups(big, auto=False)  # --vectorize on: size alone is no reason
+    assert [len(g) for g in groups] == [5] and not singles
+
+
+def test_convolutions_group_only_when_forced_on_cpu(tmp_path):
+    conv = ["data.dataset=cifar10", "model.name=hardernet", "model.widths=null", "device=cpu"]
+    runs = planned(tmp_path, [(0, 0.1, 0.0), (1, 0.1, 0.0)], *conv)
+    assert grouping.has_convolutions(runs[0].config) and not grouping.has_convolutions(planned(tmp_path, [(0, 0.1, 0.0)])[0].config)
+    groups, singles = plan_groups(runs)
+    assert not groups and all("convolutions" in why and "--vectorize on" in why for _, why in singles)
+    groups, singles = plan_groups(runs, auto=False)
+    assert [len(g) for g in groups] == [2] and not singles
 
 
 def test_label_noise_from_run_seed_groups_only_same_seed(tmp_path):

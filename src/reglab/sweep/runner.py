@@ -97,7 +97,8 @@ def run_sweep(
     """Run every planned run not yet DONE. `vectorize`: "off" trains runs one by one; "auto"
     trains groups of small compatible runs (same model, data and batch size; differing in seed,
     lr or lambda) together with torch.func.vmap and says which runs fall back and why; "on" also
-    groups models above auto's size limit. Groups train in this process; the other runs go to
+    groups what auto leaves out only because it would not pay (large models, convolutions on a
+    CPU). Groups train in this process; the other runs go to
     the executor."""
     root = Path(root)
     write_manifest(root, name, spec, runs)
@@ -112,8 +113,7 @@ def run_sweep(
     if vectorize != "off" and todo:
         from ..vectorized import describe_plan, plan_groups
 
-        kwargs = {"max_params": 10**12} if vectorize == "on" else {}
-        groups, singles = plan_groups(todo, **kwargs)
+        groups, singles = plan_groups(todo, auto=vectorize == "auto")
         for line in describe_plan(groups, singles):
             print(line, flush=True)
         todo = [r for r, _ in singles]

@@ -16,10 +16,17 @@ A run falls back to one-by-one training (`train.run`) when (first reason that ap
   draw random numbers inside the penalty; graph_energy is untested under vmap);
 - label noise drawn from the run seed (data.noise_seed unset) when grouped with other seeds is
   handled by the key (such runs group only with runs of the same seed), not as a fallback;
-- more than `MAX_PARAMS` parameters: the gain of vmap on CPU comes from fusing many small
-  matrix products; for models this big one model already keeps the cores busy (see
+- (auto only) more than `MAX_PARAMS` parameters: the gain of vmap on CPU comes from fusing many
+  small matrix products; for models this big one model already keeps the cores busy (see
   bench/bench_vectorized.py);
+- (auto only) convolutions on a CPU: vmap turns a convolution with per-model weights into one
+  grouped convolution, which is slower on a CPU than the models one after another (measured on
+  2 threads, bench/bench_vectorized.py part (d): study 3's ConvNet at 1/10 width 2.1-2.3x and
+  HarderNet 1.7x slower per model than alone). On a GPU they group;
 - its group has a single run (nothing to share).
+
+`--vectorize on` (plan_groups(..., auto=False)) keeps only the reasons that make grouping
+impossible, not the two that only say it would not pay.
 """
 
 from __future__ import annotations
@@ -77,6 +84,34 @@ def group_key(cfg: RunConfig) -> str:
 def count_params(cfg: RunConfig) -> int | None:
     """Parameters of the run's model, built on the meta device (no memory, no data read);
     None when the input shape is unknown without reading the dataset."""
+    built = _meta_model(cfg)
+    if built is None:
+        return None
+    n = sum(p.numel() for p in built.parameters())
+    if cfg.model.weight_norm:
+        from ..models.structure import weight_layers
+
+        n += len(weight_layers(built))
+    return n
+
+
+def has_convolutions(cfg: RunConfig) -> bool:
+    """Whether the run's model has a Conv2d layer (False when it cannot be built without data)."""
+    from torch import nn
+
+    built = _meta_model(cfg)
+    return built is not None and any(isinstance(m, nn.Conv2d) for m in built.modules())
+
+
+def _runs_on_cpu(cfg: RunConfig) -> bool:
+    import torch
+
+    return cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+
+
+def _meta_model(cfg: RunConfig):
+    """The run's model built on the meta device (without weight normalization, whose PaperWN
+    reads weight norms as Python floats, impossible on meta), or None."""
     import torch
 
     from ..models import build_model
@@ -91,21 +126,14 @@ def count_params(cfg: RunConfig) -> int | None:
     outputs = 1 if cfg.data.binary_pair is not None else classes
     try:
         with torch.device("meta"):
-            # PaperWN reads weight norms as Python floats (impossible on meta): count without it,
-            # then add its one scale g per weight layer.
-            model = build_model(cfg.model.model_copy(update={"weight_norm": False}), shape, outputs)
+            return build_model(cfg.model.model_copy(update={"weight_norm": False}), shape, outputs)
     except Exception:
         return None
-    n = sum(p.numel() for p in model.parameters())
-    if cfg.model.weight_norm:
-        from ..models.structure import weight_layers
-
-        n += len(weight_layers(model))
-    return n
 
 
-def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS) -> str | None:
-    """The reason this run cannot join a vectorized group, or None when it can."""
+def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool = True) -> str | None:
+    """The reason this run cannot (or, with `auto`, should not) join a vectorized group, or None
+    when it can."""
     if cfg.model.batch_norm:
         return "model.batch_norm: batch norm keeps running statistics (buffers), not carried per model in a group"
     if cfg.train.early_stopping.patience is not None:
@@ -116,17 +144,24 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS) -> str | No
         if r.name not in VMAPPABLE:
             why = NOT_VMAPPABLE_WHY.get(r.name, "it is not among the regularizers tested under vmap")
             return f"regularizers.{i}: {r.name} does not vectorize ({why})"
+    if not auto:
+        return None
     n = count_params(cfg)
     if n is None:
         return f"model: cannot count the parameters of {cfg.model.name} on {cfg.data.dataset} without reading the data"
     if n > max_params:
-        return f"model: {n:,} parameters > {max_params:,}; vectorizing gains nothing on models this large"
+        return f"model: {n:,} parameters > {max_params:,}; vectorizing gains nothing on models this large (--vectorize on forces it)"
+    if _runs_on_cpu(cfg) and has_convolutions(cfg):
+        return (f"model: {cfg.model.name} has convolutions, which vectorize into grouped convolutions, slower than "
+                "one by one on a CPU (--vectorize on forces it)")
     return None
 
 
-def plan_groups(runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_params: int = MAX_PARAMS) -> tuple[list[list], list[tuple]]:
+def plan_groups(runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_params: int = MAX_PARAMS,
+                auto: bool = True) -> tuple[list[list], list[tuple]]:
     """Split planned runs (sweep.grid.PlannedRun, or anything with a `.config`) into vectorized
-    groups and runs that train one by one.
+    groups and runs that train one by one. `auto` adds the rules that only say grouping would
+    not pay (size, convolutions on a CPU); without it only impossibilities remain.
 
     Returns (groups, singles): groups are lists of >= min_group runs sharing `group_key`, at most
     max_group each (bigger sets are split evenly); singles are (run, reason) pairs. The order of
@@ -135,7 +170,7 @@ def plan_groups(runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_
     singles: list[tuple] = []
     buckets: dict[str, list] = {}
     for r in runs:
-        why = why_not_vectorized(r.config, max_params)
+        why = why_not_vectorized(r.config, max_params, auto)
         if why is not None:
             singles.append((r, why))
             continue
