@@ -62,6 +62,7 @@ REGULARIZERS = [
     ("l2_mul", {"name": "l2_mul"}, DEFAULT_TARGET),
     ("frobenius", {"name": "frobenius"}, DEFAULT_TARGET),
     ("nuclear_norm", {"name": "nuclear_norm"}, SVD_TARGET),
+    ("nuclear_norm (solver svdvals)", {"name": "nuclear_norm", "solver": "svdvals"}, ("reference: LAPACK SVD", None)),
     ("spectral_energy", {"name": "spectral_energy"}, SVD_TARGET),
     ("graph_energy", {"name": "graph_energy"}, SVD_TARGET),
     ("graph_energy (method dense)", {"name": "graph_energy", "method": "dense"}, ("reference: dense eigvalsh of A", None)),
@@ -95,17 +96,19 @@ WHY = {
     "pathprox (prox)": _CHEAP + "; the prox step (balance, normalisation, thresholding) is ~0.25 ms on the MLP",
     "pathprox (weight_decay)": _CHEAP,
     "nuclear_norm": (
-        "one SVD with singular vectors (for the backward) per weight layer, more than the whole step of a small "
-        "model; most layers are wide (e.g. 128x784, conv 128x576) and svdvals is ~2x slower on a wide matrix than "
-        "on its transpose (fixable in spectral.py)"
+        "one symmetric eigendecomposition with eigenvectors per weight layer (eigh of the float64 Gram matrix, "
+        "the gradient needs the vectors): a 128x128 eigh takes ~2 ms on this 2-core CPU, as long as the MLP's whole "
+        "step (~2 ms), so three layers cannot fit in 2 extra steps; LAPACK's SVD (the svdvals reference row) is no "
+        "faster there. On HarderNet, where a step costs more than the eighs, the target is met"
     ),
     "spectral_energy": (
-        "one SVD (rectangular layers) or eigvalsh (square) with vectors per weight layer, more than the whole step "
-        "of a small model (already on the tall orientation, which halved it)"
+        "as nuclear_norm: one eigh with vectors per weight layer (of the Gram matrix for rectangular layers, of "
+        "the symmetric part for square ones), each ~2 ms at 128x128 on this CPU, the MLP's whole step"
     ),
     "graph_energy": (
-        "exact needs the SVD with singular vectors of the 912x138 biadjacency: ~4-5 ms alone, ~3x the 1.4 ms "
-        "baseline step of this small MLP (the dense eigvalsh it replaces was ~80x the step)"
+        "exact needs the eigenvectors of the 138x138 Gram matrix of the 912x138 biadjacency (~4 ms with its "
+        "products, was ~8.6 ms with LAPACK's SVD), twice the ~2 ms step of this small MLP (the dense eigvalsh of "
+        "the 1050x1050 adjacency it replaces is ~80x the step)"
     ),
     "gradient_norm (exact)": (
         "double backprop: on HarderNet the backward of the convolutions' backward (conv double-backward) is much "
