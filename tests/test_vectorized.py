@@ -172,6 +172,24 @@ def test_run_directories_identical_in_structure(tmp_path):
                 assert cg["model"][k].untyped_storage().nbytes() == v.untyped_storage().nbytes()
 
 
+def test_group_syncs_once_before_done_instead_of_fsyncing_each_file(tmp_path, monkeypatch):
+    import os
+
+    from reglab.vectorized import trainer as group_trainer
+
+    events: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync"))
+    monkeypatch.setattr(group_trainer, "sync_to_disk", lambda: events.append("sync"))
+    real_mark_done = RunDir.mark_done
+    monkeypatch.setattr(RunDir, "mark_done", lambda self: (events.append("DONE"), real_mark_done(self))[1])
+    runs = planned(tmp_path, [(0, 0.1, 1e-3), (1, 0.1, 1e-2)], "regularizers=[{name: l2, lam: LAM}]", *NO_ANALYSIS)
+    res = train_group(runs, tmp_path / "g")
+    assert [r["status"] for r in res] == ["done", "done"]
+    assert "fsync" not in events
+    # resume points (one sync per evaluation round that saved them), then all files, DONE x2, sync
+    assert events[-4:] == ["sync", "DONE", "DONE", "sync"] and events.count("sync") >= 3
+
+
 def test_per_model_divergence(tmp_path):
     # One run diverges (huge lr); its group partner trains to the end, both exactly as alone.
     runs = planned(tmp_path, [(0, 0.1, 0.0), (0, 1e6, 0.0)], "optim.momentum=0.9", "train.epochs=8", *NO_ANALYSIS)

@@ -17,7 +17,16 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) so a run is repeatable on one machine."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
+    if torch.cuda.is_available() or _has_mps():
+        torch.manual_seed(seed)  # also seeds every accelerator
+    else:
+        # the same CPU generator state; torch.manual_seed would also queue a lazy CUDA seeding
+        # that records a Python stack trace each call (~1.4 ms: a tenth of a small run's setup)
+        torch.default_generator.manual_seed(seed)
+
+
+def _has_mps() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def resolve_device(name: str) -> torch.device:
