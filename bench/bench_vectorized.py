@@ -13,7 +13,7 @@ is included on both sides).
 (b) 64 MLPs 64-32-10 on digits, 8 seeds x 8 lambdas, 3 epochs, batch 64, SGD lr 0.1;
     target: time per model <= 0.2 x alone.
 (c) where the gain disappears: groups of 8 MNIST MLPs 784-H-10 for growing H (one epoch, time
-    per model vs alone), the evidence for grouping.MAX_PARAMS.
+    per model vs alone), the evidence for grouping.MAX_PARAMS (500k).
 
 MNIST comes from $REGLAB_DATA (the MNIST parts are skipped without it). Options: --threads N
 (default 2; other values write the group "vectorized_<N>thread"), --digits-only, --no-size-sweep.

@@ -128,6 +128,21 @@ def test_group_equals_one_by_one(tmp_path, case):
     compare_group_with_alone(tmp_path, runs)
 
 
+@pytest.mark.parametrize("case", ["l2", "nuclear_norm", "pathprox_prox", "path_energy"])
+def test_one_seed_shares_the_batch_and_equals_one_by_one(tmp_path, case, monkeypatch):
+    """Runs of one seed draw one data order: the group feeds every model the same batch."""
+    from reglab.vectorized.functional import VmappedStep
+
+    calls = []
+    real = VmappedStep.__call__
+    monkeypatch.setattr(VmappedStep, "__call__", lambda self, *a, shared=False, **k: (calls.append(shared), real(self, *a, shared=shared, **k))[1])
+    regs, opt = CASES[case]
+    lr0, opt = _opt(opt, 0.1)
+    runs = planned(tmp_path, [(4, lr0, 3e-3), (4, lr0 / 2, 3e-2), (4, lr0, 0.0)], f"regularizers={regs}", *opt, *NO_ANALYSIS)
+    compare_group_with_alone(tmp_path, runs)
+    assert calls and all(calls)
+
+
 @pytest.mark.parametrize("sched", ["autol2", "advance_l2"])
 def test_lambda_schedules_per_model(tmp_path, sched):
     regs = f"[{{name: l2, lam: LAM, schedule: {{name: {sched}, every: 2, delay: 0.0}}}}]"

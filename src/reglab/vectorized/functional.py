@@ -139,7 +139,10 @@ def apply_effects(objective: GroupObjective, effects: list[dict], regs_per_model
 
 class VmappedStep:
     """Calls GroupObjective for all models at once: (params, x [M,B,..], y [M,B], lams [M,K],
-    states) -> totals [M], data_loss [M], outputs [M,B,..], penalties [M,K'], effects."""
+    states) -> totals [M], data_loss [M], outputs [M,B,..], penalties [M,K'], effects.
+    With `shared=True` every model gets the same batch, x [B,..] and y [B] (runs of one seed
+    draw the same data order): no per-model copy of the batch, and each layer's products of all
+    models become one larger matrix product."""
 
     def __init__(self, objective: GroupObjective):
         self.objective = objective
@@ -149,7 +152,8 @@ class VmappedStep:
             return functional_call(objective, {prefix + k: v for k, v in params.items()}, (x, y, lams, states))
 
         self._fn = vmap(one, in_dims=(0, 0, 0, 0, 0), randomness="error")
+        self._fn_shared = vmap(one, in_dims=(0, None, None, 0, 0), randomness="error")
 
-    def __call__(self, params: dict, x: Tensor, y: Tensor, lams: Tensor, states: list[dict], step: int):
+    def __call__(self, params: dict, x: Tensor, y: Tensor, lams: Tensor, states: list[dict], step: int, shared: bool = False):
         self.objective.step = step
-        return self._fn(params, x, y, lams, states)
+        return (self._fn_shared if shared else self._fn)(params, x, y, lams, states)

@@ -168,6 +168,7 @@ class GroupTrainer:
         tr0 = self.trainers[0]
         step, epoch, bie = tr0.step, tr0.epoch, tr0.batch_in_epoch
         perms = None
+        shared = False
         task = s0.data.task
         params = self.params
         trainable = self.stack.trainable()
@@ -176,11 +177,18 @@ class GroupTrainer:
         while step < total_steps and any(self.active):
             if perms is None:
                 perms = self._perms(n)
+                shared = bool((perms == perms[:1]).all())  # one data order for all (one seed)
             i0 = bie * bs
-            idx = perms[:, i0 : i0 + bs]
-            x, y = x_all[idx], y_all[idx]
             # ---- one step for all models
-            totals, data_loss, outs, pens, effects = self.vstep(params, x, y, lams, self._states(), step)
+            if shared:
+                idx = perms[0, i0 : i0 + bs]
+                xb, yb = x_all[idx], y_all[idx]
+                totals, data_loss, outs, pens, effects = self.vstep(params, xb, yb, lams, self._states(), step, shared=True)
+                x, y = xb.expand(self.M, *xb.shape), yb.expand(self.M, *yb.shape)  # views, per model
+            else:
+                idx = perms[:, i0 : i0 + bs]
+                x, y = x_all[idx], y_all[idx]
+                totals, data_loss, outs, pens, effects = self.vstep(params, x, y, lams, self._states(), step)
             apply_effects(self.objective, effects, [[t.reg for t in s.terms] for s in self.setups])
             grads = torch.autograd.grad(totals.sum(), trainable)
             lrs = self._lrs()
