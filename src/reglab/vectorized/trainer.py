@@ -13,7 +13,8 @@ state exported into the run's torch optimizer first), resume (`_maybe_resume`) a
 (`_finish`: final metrics, analysis, final checkpoint) are its methods, called on model i.
 
 Per model and per step, in the one-by-one order: data order from the run's own generator
-(a [M, B] index tensor), the optimizer step with the run's own lr (read from its torch optimizer,
+(a [M, B] index tensor; when every run drew the same order, as runs of one seed do, one shared
+batch for all), the optimizer step with the run's own lr (read from its torch optimizer,
 which its lr schedule drives), then for each model its prox steps and after_step hooks (a Python
 loop over models acting on the views, in place), its lambda schedules' measurements (one
 `.tolist()` for all models), its lr schedule step.
