@@ -86,22 +86,28 @@ def group_key(cfg: RunConfig) -> str:
 def count_params(cfg: RunConfig) -> int | None:
     """Parameters of the run's model, built on the meta device (no memory, no data read);
     None when the input shape is unknown without reading the dataset."""
-    built = _meta_model(cfg)
+    return _count(cfg, _meta_model(cfg))
+
+
+def has_convolutions(cfg: RunConfig) -> bool:
+    """Whether the run's model has a Conv2d layer (False when it cannot be built without data)."""
+    return _has_conv(_meta_model(cfg))
+
+
+def _count(cfg: RunConfig, built) -> int | None:
     if built is None:
         return None
     n = sum(p.numel() for p in built.parameters())
-    if cfg.model.weight_norm:
+    if cfg.model.weight_norm:  # PaperWN adds one scale g per weight layer
         from ..models.structure import weight_layers
 
         n += len(weight_layers(built))
     return n
 
 
-def has_convolutions(cfg: RunConfig) -> bool:
-    """Whether the run's model has a Conv2d layer (False when it cannot be built without data)."""
+def _has_conv(built) -> bool:
     from torch import nn
 
-    built = _meta_model(cfg)
     return built is not None and any(isinstance(m, nn.Conv2d) for m in built.modules())
 
 
@@ -148,12 +154,13 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool 
             return f"regularizers.{i}: {r.name} does not vectorize ({why})"
     if not auto:
         return None
-    n = count_params(cfg)
+    built = _meta_model(cfg)  # once for both rules below
+    n = _count(cfg, built)
     if n is None:
         return f"model: cannot count the parameters of {cfg.model.name} on {cfg.data.dataset} without reading the data"
     if n > max_params:
         return f"model: {n:,} parameters > {max_params:,}; vectorizing gains nothing on models this large (--vectorize on forces it)"
-    if _runs_on_cpu(cfg) and has_convolutions(cfg):
+    if _runs_on_cpu(cfg) and _has_conv(built):
         return (f"model: {cfg.model.name} has convolutions, which vectorize into grouped convolutions, slower than "
                 "one by one on a CPU (--vectorize on forces it)")
     return None
