@@ -555,6 +555,61 @@ def test_path_energy_first_step_then_squared_change():
     assert rep["steps"] == 2
 
 
+def _trainer_steps(reg, model, seeds) -> list[float]:
+    """The trainer's order per step (penalty -> update -> after_step); the updates' energies."""
+    energies = []
+    for seed in seeds:
+        reg.penalty(model, None)
+        energies.append(sum(float(d.pow(2).sum()) for d in _shift_weights(model, seed)))
+        reg.after_step(model, None)
+    return energies
+
+
+def test_path_energy_counts_every_update_once_whenever_it_is_reported():
+    """The update energy is taken from the next step's penalty; a report between steps (as at an
+    evaluation) measures the pending last update itself and changes nothing."""
+    model = mlp(3, 4, 2)
+    reg = make("path_energy")
+    reg.setup(model)
+    energies = _trainer_steps(reg, model, [11, 12])
+    for _ in range(2):  # report is read-only
+        rep = reg.report(model)
+        assert rep["energy_last"] == pytest.approx(energies[-1])
+        assert rep["energy_total"] == pytest.approx(sum(energies))
+        assert rep["steps"] == 2
+    energies += _trainer_steps(reg, model, [13, 14, 15])
+    rep = reg.report(model)
+    assert rep["energy_last"] == pytest.approx(energies[-1])
+    assert rep["energy_total"] == pytest.approx(sum(energies))
+    assert rep["steps"] == 5
+
+
+def test_path_energy_resume_with_a_pending_update_continues_exactly():
+    model = mlp(3, 4, 2)
+    reg = make("path_energy")
+    reg.setup(model)
+    energies = _trainer_steps(reg, model, [21, 22])  # a checkpoint after a step: one update pending
+    state = reg.state_dict()
+    assert state["pending"] is True
+    resumed = make("path_energy")
+    resumed.setup(model)
+    resumed.load_state_dict(state)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    for r in (reg, resumed):
+        model.load_state_dict(weights)
+        more = _trainer_steps(r, model, [23, 24])
+    rep_a, rep_b = reg.report(model), resumed.report(model)
+    assert rep_a == pytest.approx(rep_b)
+    assert rep_b["energy_total"] == pytest.approx(sum(energies + more))
+    assert rep_b["steps"] == 4
+    # a state written before the pending flag existed had counted every update already
+    old = {k: v for k, v in state.items() if k != "pending"}
+    legacy = make("path_energy")
+    legacy.setup(model)
+    legacy.load_state_dict(old)
+    assert legacy.report(model)["steps"] == state["steps"]
+
+
 def test_path_energy_global_is_twice_blocks():
     model = mlp(3, 4, 2)
     blocks, glob = make("path_energy"), make("path_energy", state="global")
