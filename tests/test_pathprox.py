@@ -13,6 +13,7 @@ from torch.nn.utils import parametrize
 from reglab.models.structure import UnitGroup
 from reglab.regularizers import REGULARIZERS
 from reglab.regularizers import pathprox as pp
+from reglab.regularizers import pathprox_ops
 from reglab.regularizers.pathprox import (
     PathProx,
     balance_groups,
@@ -355,7 +356,7 @@ def test_prox_computes_no_path_norms_beyond_the_balance(monkeypatch, balance):
     calls = []
     real = pp.unit_path_norms
     monkeypatch.setattr(pp, "unit_path_norms", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(pp, "group_path_norms", pp.unit_path_norms)
+    monkeypatch.setattr(pathprox_ops, "group_path_norms", pp.unit_path_norms)  # the balance's
     model = MLP()
     reg = make(balance=balance)
     reg.setup(model)

@@ -50,6 +50,10 @@ bias-free layers work, and the balance compensates the next group even when a V-
 (bug 8); the first-step jump is removed by `normalize_at_start` (bug 8). A balance step is skipped when some group
 has path norm below 1e-6 (a dead group): the product of the P_g is then 0 and the original code
 would shift up to a factor 1e6 of scale into the next group's bias every step.
+
+Layout: the operators are in `pathprox_ops` (rescalings, prox, normalisation, balance), the model
+checks in `pathprox_checks`; this module holds the objectives and the regularizer, and re-exports
+the public names of both.
 """
 
 from __future__ import annotations
@@ -59,171 +63,21 @@ from typing import Literal
 import torch
 from pydantic import Field
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
-from ..errors import ConfigError, UserError
-from ..models.structure import UnitGroup, layer_norm_sq, other_layers, unit_groups, weight_layers
+from ..errors import ConfigError
+from ..models.structure import UnitGroup, layer_norm_sq, other_layers, unit_groups
 from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
-from .path_norm import unit_input_norms, unit_output_norms, unit_path_norms
-
-EPS = 1e-6
-"""Floor of unit norms and group path norms (as in the original code)."""
-
-
-class UnsupportedModelError(UserError, ValueError):
-    """The model's unit groups cannot be handled by PathProx."""
-
-
-# --------------------------------------------------------------------------- per-unit views
-
-
-group_path_norms = unit_path_norms
-"""(N,) vector of per-unit path norms p_j = ||w_j||_2 * ||v_j||_2 (w_j with b_j if include_bias);
-the same function as `path_norm.unit_path_norms`, under the name PathProx has always used."""
-
-
-def _broadcast(scale: Tensor, ndim: int, dim: int) -> Tensor:
-    """`scale` (N,) reshaped to broadcast along dimension `dim` of an ndim-d weight."""
-    shape = [1] * ndim
-    shape[dim] = -1
-    return scale.reshape(shape)
-
-
-# --------------------------------------------------------------------------- in-place rescaling
-
-
-@torch.no_grad()
-def _divide_unit_inputs(group: UnitGroup, s: Tensor) -> None:
-    """w_j <- w_j / s_j and b_j <- b_j / s_j (the bias is scaled whether or not it is regularised)."""
-    w = group.inp.weight
-    w.div_(_broadcast(s, w.ndim, 0))
-    if group.inp.bias is not None:
-        group.inp.bias.div_(s)
-
-
-@torch.no_grad()
-def _scale_unit_outputs(group: UnitGroup, s: Tensor) -> None:
-    """v_j <- s_j * v_j, i.e. column j of V (slice V[:, j] of a conv) times s_j."""
-    v = group.out.weight
-    v.mul_(_broadcast(s, v.ndim, 1))
-
-
-@torch.no_grad()
-def _scale_layer(layer: nn.Module, s: float, with_bias: bool) -> None:
-    """W <- s W (and b <- s b when with_bias and the layer has a bias)."""
-    layer.weight.mul_(s)
-    if with_bias and layer.bias is not None:
-        layer.bias.mul_(s)
-
-
-# --------------------------------------------------------------------------- the three operators
-
-
-def _shrink_factors(norms: Tensor, tau: float) -> Tensor:
-    """Group soft-threshold factors c_j = max(0, 1 - tau / max(||v_j||, 1e-6)).
-
-    c_j is exactly 0 when ||v_j|| <= tau, so c_j * v_j is an exact zero.
-    """
-    if tau < 0:
-        raise ValueError(f"prox threshold tau must be >= 0, got {tau}")
-    factors = 1.0 - tau / norms.clamp_min(EPS)
-    return torch.where(norms <= tau, torch.zeros_like(factors), factors.clamp_min(0.0))
-
-
-def prox_group_lasso(v: Tensor, tau: float) -> Tensor:
-    """Row-wise proximal operator of tau * ||.||_2 on a (units, d) matrix.
-
-    For each row z: prox(z) = argmin_x 1/2 ||x - z||^2 + tau ||x||_2
-                            = 0 if ||z|| <= tau, else (1 - tau / ||z||) z.
-    """
-    if v.ndim != 2:
-        raise ValueError(f"prox_group_lasso expects a (units, d) matrix, got shape {tuple(v.shape)}")
-    return v * _shrink_factors(v.norm(dim=1), tau).unsqueeze(1)
-
-
-@torch.no_grad()
-def _prox_unit_outputs(group: UnitGroup, tau: float) -> Tensor:
-    """In place, v_j <- prox_group_lasso(v_j, tau) for every unit of the group (V bias untouched).
-
-    Returns, as a 0-d tensor on the weights' device (no host sync), the number of units this
-    thresholding set to zero: ||v_j|| > 0 before it and shrink factor exactly 0."""
-    norms = unit_output_norms(group)
-    factors = _shrink_factors(norms, tau)
-    _scale_unit_outputs(group, factors)
-    return ((norms > 0) & (factors == 0)).sum()
-
-
-@torch.no_grad()
-def normalize_units(group: UnitGroup, compensate: bool = True, include_bias: bool = False) -> Tensor:
-    """Project each unit's input weights onto the unit sphere; returns s (N,).
-
-    s_j = max(||w_j||_2, 1e-6)  (||[w_j, b_j]||_2 with include_bias);
-    w_j <- w_j / s_j,  b_j <- b_j / s_j,  and with compensate v_j <- s_j v_j.
-    With compensate the network function is unchanged (ReLU is positively homogeneous) and the
-    unit path norm ||w_j|| ||v_j|| is preserved; without it (the original code) the unit's
-    contribution to the output is divided by s_j.
-    """
-    s = unit_input_norms(group, include_bias).clamp_min(EPS)
-    _divide_unit_inputs(group, s)
-    if compensate:
-        _scale_unit_outputs(group, s)
-    return s
-
-
-@torch.no_grad()
-def balance_groups(groups: list[UnitGroup], between: list[list[nn.Module]] | None = None) -> list[float]:
-    """Layerwise balance: rescale consecutive groups so all group path norms become equal.
-
-    P_g = sum_j ||w_j|| ||v_j|| (biases excluded), G = (prod_g P_g)^(1/n). For g = 1..n-1 in order:
-    s_g = G / P_g (P_g as updated by the previous step) and
-
-        V_g.weight, V_g.bias        <- s_g * (.)      (P_g <- G)
-        b of every layer in between[g], W_{g+1}.bias  <- s_g * (.)
-        V_{g+1}.weight              <- (.) / s_g      (P_{g+1} <- P_{g+1} / s_g)
-
-    Why this preserves the function: scaling V_g (weight and bias) scales its output by s_g; ReLU,
-    max/avg pooling and flatten commute with positive scaling, so the input of the next weight
-    layer is scaled by s_g; a weight layer A whose bias is scaled too gives A(s x) = s A(x), so the
-    factor travels on through any layers in between[g] (weight layers between V_g and W_{g+1}, their
-    weights untouched) and through W_{g+1} and its ReLU to the input of V_{g+1}; dividing V_{g+1}'s
-    weight by s_g restores V_{g+1}'s output (its bias untouched). Missing biases need nothing. The
-    last group has nothing downstream to compensate it and is left alone: since prod_g P_g is
-    invariant, its path norm is then prod_g P_g / G^(n-1) = G as well.
-
-    Assumes the groups are listed in forward order, every map between V_g and V_{g+1} other than
-    the weight layers named here is positively homogeneous (ReLU, pooling, flatten), and
-    `between` (default: no layers) lists the weight layers between V_g and W_{g+1}.
-    Skipped (returns []) when some P_g < 1e-6. Returns the scales s_1..s_{n-1} applied.
-    """
-    if len(groups) < 2:
-        return []
-    between = between if between is not None else [[] for _ in groups[1:]]
-    p = torch.stack([group_path_norms(g).sum() for g in groups]).double()
-    if bool((p < EPS).any()):
-        return []
-    target = p.log().mean().exp()
-    scales = []
-    for g in range(len(groups) - 1):
-        s = float(target / p[g])
-        nxt = groups[g + 1]
-        _scale_layer(groups[g].out, s, with_bias=True)
-        for layer in [*between[g], nxt.inp]:
-            if layer.bias is not None:
-                layer.bias.mul_(s)
-        nxt.out.weight.div_(s)
-        p[g + 1] = p[g + 1] / s
-        scales.append(s)
-    return scales
-
-
-def layers_between_groups(model: nn.Module, groups: list[UnitGroup]) -> list[list[nn.Module]]:
-    """For each consecutive pair of groups, the weight layers strictly between V_g and W_{g+1}
-    in the model's registration order (taken as its forward order)."""
-    order = {id(m): i for i, (_, m) in enumerate(weight_layers(model))}
-    layers = [m for _, m in weight_layers(model)]
-    return [layers[order[id(a.out)] + 1 : order[id(b.inp)]] for a, b in zip(groups, groups[1:])]
-
+from .path_norm import unit_path_norms
+from .pathprox_checks import UnsupportedModelError, check_groups, check_layer_order
+from .pathprox_ops import (
+    _prox_unit_outputs,
+    balance_groups,
+    group_path_norms,
+    layers_between_groups,
+    normalize_units,
+    prox_group_lasso,
+)
 
 # --------------------------------------------------------------------------- penalties
 
@@ -276,69 +130,6 @@ def prox_penalty(model: nn.Module, groups: list[UnitGroup], include_bias: bool) 
     """R_pp-smooth = 1/2 sum_o ||W_o||^2 (+ 1/2 sum_o ||b_o||^2 + 1/2 sum_g ||b_V_g||^2 with biases)."""
     total = sum((_group_vbias_l2(g, include_bias) for g in groups), _other_l2(model, include_bias))
     return _as_tensor(total, model)
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _check_layer(layer: nn.Module, where: str) -> None:
-    if parametrize.is_parametrized(layer) or not isinstance(getattr(layer, "weight", None), nn.Parameter):
-        raise UnsupportedModelError(
-            f"pathprox: {where} has a parametrized (e.g. weight-normalized) weight; PathProx rescales "
-            "weights in place and needs plain nn.Linear/nn.Conv2d layers in its unit groups"
-        )
-
-
-def check_groups(groups: list[UnitGroup]) -> None:
-    """Raise UnsupportedModelError unless every group is a plain Linear->Linear or Conv2d->Conv2d
-    pair whose V-layer reads exactly the W-layer's N units, and no layer is in two groups."""
-    if not groups:
-        raise UnsupportedModelError(
-            "pathprox: the model declares no unit groups (it needs a `unit_groups()` method returning "
-            "UnitGroup(name, W-layer, V-layer) pairs of ReLU units); use a model with unit groups"
-        )
-    seen: set[int] = set()
-    for g in groups:
-        kinds = (type(g.inp).__name__, type(g.out).__name__)
-        if not any(isinstance(g.inp, t) and isinstance(g.out, t) for t in (nn.Linear, nn.Conv2d)):
-            raise UnsupportedModelError(
-                f"pathprox: unit group {g.name!r} is {kinds[0]}->{kinds[1]}; only Linear->Linear and "
-                "Conv2d->Conv2d groups are supported"
-            )
-        _check_layer(g.inp, f"unit group {g.name!r} W-layer")
-        _check_layer(g.out, f"unit group {g.name!r} V-layer")
-        n_units, n_read = g.inp.weight.shape[0], g.out.weight.shape[1]
-        if n_units != n_read:
-            raise UnsupportedModelError(
-                f"pathprox: unit group {g.name!r}: the W-layer has {n_units} units but the V-layer "
-                f"reads {n_read} inputs (grouped convolutions are not supported)"
-            )
-        for layer in (g.inp, g.out):
-            if id(layer) in seen:
-                raise UnsupportedModelError(f"pathprox: unit group {g.name!r} shares a layer with another group")
-            seen.add(id(layer))
-
-
-def check_layer_order(model: nn.Module, groups: list[UnitGroup], groups_in_order: bool) -> None:
-    """Raise UnsupportedModelError unless, in the model's registration order of weight layers,
-    each group's V-layer directly follows its W-layer (no weight layer between them, so unit
-    rescaling preserves the function) and, with groups_in_order, the groups follow each other
-    (V_g before W_{g+1}, as the layerwise balance needs)."""
-    order = {id(m): i for i, (_, m) in enumerate(weight_layers(model))}
-    for g in groups:
-        if id(g.inp) not in order or id(g.out) not in order:
-            raise UnsupportedModelError(f"pathprox: unit group {g.name!r} holds a layer that is not part of the model")
-        if order[id(g.out)] != order[id(g.inp)] + 1:
-            raise UnsupportedModelError(
-                f"pathprox: unit group {g.name!r}: its V-layer must be the weight layer right after its W-layer"
-            )
-    if groups_in_order:
-        for a, b in zip(groups, groups[1:]):
-            if order[id(a.out)] >= order[id(b.inp)]:
-                raise UnsupportedModelError(
-                    f"pathprox: unit groups {a.name!r} and {b.name!r} are not listed in forward order, "
-                    "which the layerwise balance needs (or set balance: false)"
-                )
 
 
 # --------------------------------------------------------------------------- the regularizer
