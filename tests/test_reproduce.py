@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from reglab.aggregate import aggregate_seeds
+from reglab.report_table import format_mean_ci
 from reglab.config import canonical_dict
 from reglab.reproduce import PRESET_DIR, SCALES, STUDIES, check_claim, load_preset, setting_label
 from reglab.results import _flatten
@@ -61,6 +62,20 @@ def test_claim_direction_and_paired_noise_check():
     agg = aggregate_seeds(df, ["m"], by=["setting"])
     res = check_claim(agg, claim, runs=df)
     assert res.reproduced and not res.separated and "within seed noise" in res.line()
+
+
+def test_identical_seeds_have_exactly_zero_spread():
+    """0.97 three times: pandas' std leaves ~1e-16 of rounding, which tables printed as
+    '97 ± 3.38e-14'; the spread of identical values is exactly 0."""
+    df = _runs([0.97, 0.97, 0.97], [0.5, 0.6, 0.7])
+    assert float(df[df.setting == "A"]["m"].std(ddof=1)) != 0.0  # the rounding this guards against
+    agg = aggregate_seeds(df, ["m"], by=["setting"]).set_index("setting")
+    assert agg.loc["A", "m_std"] == 0.0 and agg.loc["A", "m_ci95"] == 0.0
+    assert agg.loc["B", "m_std"] == pytest.approx(0.1)
+    assert format_mean_ci(agg.loc["A", "m_mean"], agg.loc["A", "m_ci95"], 100) == "97.00 ± 0.00"
+    res = check_claim(agg.reset_index(), {"text": "t", "metric": "m", "expect": "greater", "a": ["A"], "b": ["B"]},
+                      runs=_runs([0.97, 0.97, 0.97], [0.87, 0.87, 0.87]))
+    assert res.diff_ci == 0.0
 
 
 def test_claim_best_of_several_settings_and_missing_setting():

@@ -27,6 +27,16 @@ def t975(dof: int) -> float:
     return 1.960 + 2.4 / dof  # close to the exact quantile beyond 30 dof (error < 0.002)
 
 
+def sample_std(vals: pd.Series) -> float:
+    """Sample standard deviation (n - 1); exactly 0 when every value is the same (pandas' two-pass
+    formula leaves rounding noise such as 3e-14 there, which tables would print as a spread)."""
+    if len(vals) < 2:
+        return math.nan
+    if vals.nunique() == 1:
+        return 0.0
+    return float(vals.std(ddof=1))
+
+
 def aggregate_seeds(df: pd.DataFrame, metrics: list[str], by: list[str] | None = None) -> pd.DataFrame:
     """Group runs that differ only in `seed` and summarize each metric.
 
@@ -49,7 +59,7 @@ def aggregate_seeds(df: pd.DataFrame, metrics: list[str], by: list[str] | None =
             vals = pd.to_numeric(g[m], errors="coerce").dropna()
             n = len(vals)
             mean = float(vals.mean()) if n else math.nan
-            std = float(vals.std(ddof=1)) if n > 1 else math.nan
+            std = sample_std(vals)
             half = t975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
             row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci95": half, f"{m}_lo": mean - half, f"{m}_hi": mean + half})
         rows.append(row)

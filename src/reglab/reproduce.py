@@ -147,11 +147,11 @@ def check_claim(agg: pd.DataFrame, claim: dict, runs: pd.DataFrame | None = None
     res.reproduced = am > bm if expect == "greater" else am < bm
     diffs = _paired_differences(runs, metric, a, b) if runs is not None else None
     if diffs is not None and len(diffs) >= 2:
-        from .aggregate import t975
+        from .aggregate import sample_std, t975
 
         res.paired, res.n_pairs = True, len(diffs)
         res.diff_mean = float(diffs.mean())
-        res.diff_ci = t975(len(diffs) - 1) * float(diffs.std(ddof=1)) / math.sqrt(len(diffs))
+        res.diff_ci = t975(len(diffs) - 1) * sample_std(diffs) / math.sqrt(len(diffs))
         lo, hi = res.diff_mean - res.diff_ci, res.diff_mean + res.diff_ci
         res.separated = lo > 0 if expect == "greater" else hi < 0
     elif math.isnan(ac) or math.isnan(bc):
