@@ -13,6 +13,7 @@ from reglab.config import RegularizerConfig
 from reglab.errors import ConfigError
 from reglab.regularizers import REGULARIZERS, StepContext, build_regularizer
 from reglab.regularizers.gradient_penalties import frobenius_sq_estimate, frobenius_sq_exact, jacobian_nuclear_bound
+from reglab.train import backward_with_known_data_grads
 
 DT = torch.float64
 
@@ -155,6 +156,34 @@ def test_finite_difference_method_approximates_exact_gradient(squared):
     expected = true_grad_norm(model, x, y)
     torch.testing.assert_close(value.detach(), expected**2 if squared else expected)
     torch.testing.assert_close(ctx.extra["grad_norm"], expected)
+
+
+def test_finite_difference_hands_the_data_gradient_to_the_trainer():
+    """The trainer adds the data gradient the penalty computed instead of backpropagating the data
+    loss again: same gradients as (data_loss + lam * R).backward(), one pass fewer through the
+    batch's graph (counted at the model output)."""
+    model = tanh_mlp()
+    x, y = batch()
+    reg = make("gradient_norm", method="finite_difference")
+    passes = []
+
+    def step(use_known: bool) -> list[torch.Tensor]:
+        out = model(x)
+        out.register_hook(lambda g: passes.append(use_known))
+        ctx = StepContext(0, x, y, out, LOSS(out, y), LOSS)
+        value = reg.penalty(model, ctx)
+        model.zero_grad(set_to_none=True)
+        if use_known:
+            assert ctx.data_grads is not None and len(ctx.data_grads) == len(list(model.parameters()))
+            backward_with_known_data_grads([0.3 * value], ctx.data_grads)
+        else:
+            (ctx.data_loss + 0.3 * value).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    reference, known = step(False), step(True)
+    for a, b in zip(reference, known, strict=True):
+        torch.testing.assert_close(b, a)
+    assert passes.count(False) == 2 and passes.count(True) == 1
 
 
 def test_finite_difference_leaves_batchnorm_statistics_alone():

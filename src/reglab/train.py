@@ -150,6 +150,21 @@ def _finished(rd: RunDir, h: str) -> RunResult:
     return RunResult(rd.path, h, s.get("status", "done"), s, skipped=True)
 
 
+def backward_with_known_data_grads(weighted: list[torch.Tensor], data_grads: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Gradients of data_loss + sum(weighted) when a penalty already computed d data_loss / d p:
+    backpropagate the weighted penalties only, then add the known data gradients (one backward
+    of the batch's graph fewer; same sum)."""
+    penalties = [w for w in weighted if w.requires_grad]
+    if penalties:
+        sum(penalties[1:], penalties[0]).backward()
+    with torch.no_grad():
+        for p, g in data_grads:
+            if p.grad is None:
+                p.grad = g.detach()  # a fresh tensor of autograd.grad, used nowhere else
+            else:
+                p.grad.add_(g)
+
+
 class Trainer:
     def __init__(self, s: Setup, rd: RunDir, progress: bool = False):
         self.s = s
@@ -223,6 +238,7 @@ class Trainer:
         data_loss = s.loss_fn(out, y)
         total = data_loss
         values: list[torch.Tensor] = []
+        weighted: list[torch.Tensor] = []
         ctx = None
         if s.terms:
             ctx = StepContext(self.step, x, y, out, data_loss, s.loss_fn)
@@ -231,9 +247,13 @@ class Trainer:
                     r = t.reg.penalty(model, ctx)
                     values.append(r.detach())
                     if t.sched.lam != 0.0:
-                        total = total + t.sched.lam * r
+                        weighted.append(t.sched.lam * r)
+                        total = total + weighted[-1]
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        if ctx is not None and ctx.data_grads is not None:
+            backward_with_known_data_grads(weighted, ctx.data_grads)
+        else:
+            total.backward()
         opt.step()
         lr = opt.param_groups[0]["lr"]
         for t in s.terms:

@@ -37,6 +37,11 @@ class StepContext:
     loss_fn: Any = None
     """Callable (outputs, y) -> scalar loss, for penalties that re-run the model."""
     extra: dict[str, Any] = field(default_factory=dict)
+    data_grads: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    """(parameter, d data_loss / d parameter) for every trainable parameter the loss uses, when a
+    penalty had to compute them anyway (gradient_norm's finite-difference method). The trainer
+    then backpropagates only the penalties and adds these, instead of running the data loss's
+    backward a second time."""
 
 
 class Options(BaseModel):

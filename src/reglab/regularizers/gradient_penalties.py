@@ -9,7 +9,9 @@ where theta_S are the parameters selected by ``roles`` (default: weights) and L_
 loss of the current batch. R depends on *every* parameter (through the loss), so its gradient
 reaches all trainable parameters, not only theta_S.
 
-- ``method: exact``: double backprop, g = autograd.grad(L, theta_S, create_graph=True).
+- ``method: exact``: double backprop, g = autograd.grad(L, theta_S, create_graph=True). (Handing
+  the detached g to the trainer as the data gradient saves nothing here: the trainer's one
+  backward traverses the batch's graph once for the data loss and the double backprop together.)
 - ``method: finite_difference``: the paper's first-order scheme. Its update uses
   (1 - alpha) grad L(theta) + alpha grad L(theta + r g/||g||) with alpha = lam / r, i.e.
   grad L + lam * h with
@@ -20,7 +22,9 @@ reaches all trainable parameters, not only theta_S.
   ``squared``, h is multiplied by 2||g|| (d||g||^2/dtheta = 2 H g). The penalty returns a scalar
   whose *value* is the true ||g|| (or ||g||^2, detached) and whose *gradient* is h: value.detach()
   + <h, theta> - <h, theta>.detach(). It costs one extra backward of the batch's graph (for g, all
-  trainable parameters) and one forward + backward at the perturbed parameters. The extra forward
+  trainable parameters) and one forward + backward at the perturbed parameters; the data gradient
+  of that extra backward is handed to the trainer (``StepContext.data_grads``), which then skips
+  the data loss's own backward, so a step costs two backward passes as in the paper. The extra forward
   runs on copies of the buffers, so BatchNorm running statistics are not updated twice; dropout
   draws a fresh mask there (then h also carries the mask noise).
 
@@ -111,7 +115,10 @@ def gradient_norm_finite_difference(
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for n, p in model.named_parameters() if p.requires_grad]
     index = {n: i for i, n in enumerate(names)}
-    grads = loss_gradients(ctx.data_loss, params, create_graph=False)
+    raw = torch.autograd.grad(ctx.data_loss, params, retain_graph=True, allow_unused=True)
+    # the data gradient is computed here anyway: the trainer adds it instead of a second backward
+    ctx.data_grads = [(p, g) for p, g in zip(params, raw) if g is not None]
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(raw, params)]
     g_sel = [grads[index[n]] for n, _ in selected]
     gnorm = squared_norm(g_sel).sqrt()
     scale = r / gnorm.clamp_min(torch.finfo(gnorm.dtype).tiny)  # g == 0 -> no move, h == 0
