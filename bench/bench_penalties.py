@@ -31,10 +31,10 @@ spends beyond the baseline and the decompositions (Gram products, casts, the pen
 
 Targets: ratio <= 1.5 for cheap penalties; ratio <= 3 for the SVD/eig penalties; penalties
 that by definition re-run the network state their expected cost (gradient_norm exact: double
-backprop; finite_difference: one extra backward of the batch graph and one forward + backward
-at the moved weights; jacobian_nuclear estimate: two extra forwards of the network, h and g
-each run twice, plus their backward). An entry that misses its target carries a one-line
-explanation ("why").
+backprop; finite_difference: one forward + backward at the moved weights (its first backward
+gives the step's data gradient, which the trainer reuses); jacobian_nuclear estimate: h and g
+once more each, on noisy inputs, plus their backward -- the clean h(x) and g(h(x)) are the
+step's own forward). An entry that misses its target carries a one-line explanation ("why").
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ REGULARIZERS = [
     (
         "gradient_norm (finite_difference)",
         {"name": "gradient_norm", "method": "finite_difference"},
-        ("ratio <= 3 (extra backward + forward/backward at moved weights)", 3.0),
+        ("ratio <= 3 (forward + backward at moved weights)", 3.0),
     ),
-    ("jacobian_nuclear (estimate)", {"name": "jacobian_nuclear", "method": "estimate"}, ("ratio <= 3.5 (2 extra forwards + their backward)", 3.5)),
+    ("jacobian_nuclear (estimate)", {"name": "jacobian_nuclear", "method": "estimate"}, ("ratio <= 3 (noisy forwards of h and g + their backward)", 3.0)),
 ]
 CHAIN_ONLY = {"graph_energy"}  # needs a chain of Linear layers
 
@@ -122,12 +122,12 @@ WHY = {
         "slower on CPU than a plain backward"
     ),
     "gradient_norm (finite_difference)": (
-        "an extra backward of the batch graph plus a functional_call forward and backward at the moved weights, "
-        "with per-parameter Python work (gradient_penalties.py)"
+        "a functional_call forward and backward at the moved weights, with per-parameter Python work "
+        "(gradient_penalties.py)"
     ),
     "jacobian_nuclear (estimate)": (
-        "h and g run twice each (clean and noisy) and z = h(x) is recomputed although the step's own forward "
-        "computed it, all differentiated and run through functional_call (gradient_penalties.py)"
+        "h and g run once more each on noisy inputs through functional_call (with buffer copies), differentiated "
+        "(gradient_penalties.py)"
     ),
 }
 

@@ -3,6 +3,7 @@ finite differences on tiny float64 models."""
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import pytest
@@ -312,6 +313,39 @@ def test_estimate_gradient_flows_and_report():
     rep = reg.report(model)
     assert set(rep) == {"jac_h_frob_sq", "jac_g_frob_sq"}
     assert value.item() == pytest.approx(0.5 * (rep["jac_h_frob_sq"] + rep["jac_g_frob_sq"]))
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_estimate_reuses_the_steps_own_clean_forward(stale):
+    """h(x) and g(h(x)) come from the step's forward (hooks); only the noisy inputs run again. Same
+    value and gradient as recomputing everything with the same noise. When another forward ran
+    after the step's (stale), the clean pass is recomputed instead."""
+    model = tanh_mlp(seed=4)
+    x, y = batch(n=8)
+    reg = make("jacobian_nuclear", split=2, samples=2)
+    reg.setup(model)
+    runs_of_h = []
+    model[0].register_forward_hook(lambda *a: runs_of_h.append(1))
+    out = model(x)
+    ctx = StepContext(0, x, y, out, LOSS(out, y), LOSS)
+    if stale:
+        model(x + 1.0)  # e.g. another penalty's forward
+    runs_of_h.clear()
+    torch.manual_seed(5)
+    value = reg.penalty(model, ctx)
+    assert len(runs_of_h) == (2 if stale else 1)  # (clean +) one batched noisy pass of h
+    torch.manual_seed(5)
+    reference, _, _ = jacobian_nuclear_bound(model[:2], model[2:], x, "estimate", 0.01, 2)
+    torch.testing.assert_close(value, reference)
+    torch.testing.assert_close(flat_grad(value, model), flat_grad(reference, model))
+
+
+def test_jacobian_nuclear_hooks_survive_a_model_copy():
+    model = tanh_mlp()
+    make("jacobian_nuclear", split=2).setup(model)
+    x, _ = batch()
+    copied = copy.deepcopy(model)  # as the margin analysis does
+    torch.testing.assert_close(copied(x), model(x))
 
 
 def test_accepts_module_with_net_attribute():

@@ -40,7 +40,9 @@ a ``net`` attribute that is one.
 - ``method: estimate`` (default): ||J_k(z)||_F^2 ~ (1/sigma^2) mean_{s=1..S} ||k(z + e_s) - k(z)||^2,
   e_s ~ N(0, sigma^2 I), S = ``samples``, no Jacobian needed (exact in expectation for a linear
   k; bias O(sigma^2) otherwise). z = h(x) is not detached for the g term, so the penalty also
-  acts on h through the point where J_g is evaluated, as the exact bound does.
+  acts on h through the point where J_g is evaluated, as the exact bound does. The clean z and
+  g(z) are the training step's own forward (kept by forward hooks on the split point and the
+  network, used only when that forward was the latest one); only the noisy inputs run again.
 - ``method: exact``: per-example Jacobians with torch.func (vmap of jacrev), for tests and small
   models; it needs per-example layers (no BatchNorm in training mode).
 
@@ -182,15 +184,22 @@ def frobenius_sq_estimate(module: nn.Module, z: torch.Tensor, kz: torch.Tensor, 
 
 
 def jacobian_nuclear_bound(
-    h: nn.Module, g: nn.Module, x: torch.Tensor, method: str = "estimate", sigma: float = 0.01, samples: int = 1
+    h: nn.Module,
+    g: nn.Module,
+    x: torch.Tensor,
+    method: str = "estimate",
+    sigma: float = 0.01,
+    samples: int = 1,
+    clean: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(R, mean_b ||J_h(x_b)||_F^2, mean_b ||J_g(h(x_b))||_F^2) with
-    R = mean_b 1/2 (||J_g(h(x_b))||_F^2 + ||J_h(x_b)||_F^2)."""
-    z = forward_with_buffer_copies(h, x)
+    R = mean_b 1/2 (||J_g(h(x_b))||_F^2 + ||J_h(x_b)||_F^2). `clean` = (h(x), g(h(x))) from a
+    forward already run (with graph), else they are computed here."""
+    z = clean[0] if clean is not None else forward_with_buffer_copies(h, x)
     if method == "exact":
         fh, fg = frobenius_sq_exact(h, x), frobenius_sq_exact(g, z)
     elif method == "estimate":
-        gz = forward_with_buffer_copies(g, z)
+        gz = clean[1] if clean is not None else forward_with_buffer_copies(g, z)
         fh = frobenius_sq_estimate(h, x, z, sigma, samples)
         fg = frobenius_sq_estimate(g, z, gz, sigma, samples)
     else:
@@ -286,9 +295,35 @@ class JacobianNuclear(Regularizer):
             )
         self._parts: tuple[nn.Module, nn.Sequential, nn.Sequential] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._hooks: list = []
+        self._boundary: torch.Tensor | None = None  # h's output in the latest forward
+        self._forward: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (x, h(x), g(h(x)))
 
     def setup(self, model: nn.Module) -> None:
         self._parts = (model, *split_model(model, self.options.split))
+        for handle in self._hooks:
+            handle.remove()
+        # The training step's own forward already computes z = h(x) and g(z) = the model output:
+        # keep them (with graph) so the estimate does not run h and g on the clean input again.
+        layers = model_layers(model)
+        boundary = list(layers._modules.values())[self.options.split - 1]
+        self._hooks = [boundary.register_forward_hook(self._keep_boundary), layers.register_forward_hook(self._keep_forward)]
+
+    def _keep_boundary(self, module, inputs, output) -> None:
+        self._boundary = output if torch.is_grad_enabled() else None
+
+    def _keep_forward(self, module, inputs, output) -> None:
+        grad = torch.is_grad_enabled() and self._boundary is not None
+        self._forward = (inputs[0], self._boundary, output) if grad else None
+
+    def _clean_pass(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(h(x), g(h(x))) of the step's own forward, if the latest forward was that one: the same
+        input and output tensors (any other forward, e.g. another penalty's at moved weights,
+        leaves a different output and the clean pass is recomputed)."""
+        kept, self._forward = self._forward, None
+        if kept is None or kept[0] is not ctx.x or kept[2] is not ctx.outputs:
+            return None
+        return kept[1], kept[2]
 
     def _split(self, model: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
         if self._parts is None or self._parts[0] is not model:
@@ -298,7 +333,8 @@ class JacobianNuclear(Regularizer):
     def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
         h, g = self._split(model)
         o = self.options
-        value, fh, fg = jacobian_nuclear_bound(h, g, ctx.x, o.method, o.sigma, o.samples)
+        clean = self._clean_pass(ctx) if o.method == "estimate" else None
+        value, fh, fg = jacobian_nuclear_bound(h, g, ctx.x, o.method, o.sigma, o.samples, clean)
         self._last = (fh.detach(), fg.detach())
         return value
 
