@@ -18,7 +18,7 @@ from reglab.errors import ConfigError
 from reglab.models.structure import UnitGroup
 from reglab.models.weightnorm import apply_paper_wn, wn_scale
 from reglab.regularizers import REGULARIZERS, build_regularizer
-from reglab.regularizers.graph_energy import biadjacency, graph_energy, layered_adjacency
+from reglab.regularizers.graph_energy import biadjacency, biadjacency_transposed, graph_energy, layered_adjacency
 from reglab.regularizers.l2 import l2_mul
 from reglab.regularizers.path_norm import unit_path_norms
 
@@ -480,6 +480,7 @@ def test_biadjacency_is_the_even_odd_block_of_the_adjacency(widths):
     odd = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in range(1, len(sizes), 2)])
     a = numpy_layered_adjacency([w.numpy() for w in weights])
     np.testing.assert_array_equal(biadjacency(weights).numpy(), a[np.ix_(even, odd)])
+    np.testing.assert_array_equal(biadjacency_transposed(weights).numpy(), a[np.ix_(odd, even)])
     # the permuted adjacency is [[0, B], [B^T, 0]]: no edge inside a side
     assert not a[np.ix_(even, even)].any() and not a[np.ix_(odd, odd)].any()
 
