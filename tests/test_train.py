@@ -102,8 +102,20 @@ def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
         assert torch.equal(w_final[k], w_ref[k]), k
 
 
-def test_interrupted_run_resumes_to_identical_results(tmp_path):
-    over = ["train.epochs=3", "regularizers=[{name: _test_fault, lam: 1.0}]"]
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "",
+        # state across the checkpoint: the pending update of path energy; hooks re-registered by
+        # jacobian_nuclear; the data gradient handed over by gradient_norm's finite differences
+        ", {name: path_energy, lam: 50.0}",
+        ", {name: jacobian_nuclear, lam: 0.5, split: 2}",
+        ", {name: gradient_norm, lam: 0.5, method: finite_difference}",
+    ],
+    ids=["plain", "path_energy", "jacobian_nuclear", "gradient_norm_fd"],
+)
+def test_interrupted_run_resumes_to_identical_results(tmp_path, extra):
+    over = ["train.epochs=3", f"regularizers=[{{name: _test_fault, lam: 1.0}}{extra}]"]
     ref = run(small_config(tmp_path / "ref", *over))
     _Fault.raise_at = 19  # after the checkpoint written at the end of epoch 2 (step 16)
     cfg = small_config(tmp_path / "int", *over)
