@@ -25,7 +25,10 @@ norms, sum. Cost: one p x q x q GEMM for the Gram, one q x q eigh, one GEMM for 
 the backward: about 5x less than the SVD for 784 x 128 and 128 x 128 on 2 CPU threads. The eigh
 is the floor; bench_penalties.py measures its share of the step in its own run. (Tried and
 measured slower or no faster in the trainer: a custom autograd Function taking the value from
-the float64 eigenvalues and forming A V Sigma^+ V^T in its backward; float32 Grams; eighs of
+the float64 eigenvalues and returning A H, H = V Sigma^+ V^T formed in float64, as the whole
+backward (one large GEMM instead of two; 2x closer to the float64 U V^T in float32, but 0.2-0.3
+ms slower per MLP step in paired A/Bs of 600 and 1 200 trainer steps: the q^3 float64 product for
+H and the Python Function cost more than the float32 GEMM saved); float32 Grams; eighs of
 different layers in parallel threads, which MKL's internal threading makes ~2.7x slower.)
 
 Why not warm-start V from the previous step instead of a fresh eigh (measured, MNIST MLP
