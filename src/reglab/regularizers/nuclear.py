@@ -29,7 +29,10 @@ the float64 eigenvalues and returning A H, H = V Sigma^+ V^T formed in float64, 
 backward (one large GEMM instead of two; 2x closer to the float64 U V^T in float32, but 0.2-0.3
 ms slower per MLP step in paired A/Bs of 600 and 1 200 trainer steps: the q^3 float64 product for
 H and the Python Function cost more than the float32 GEMM saved); float32 Grams; eighs of
-different layers in parallel threads, which MKL's internal threading makes ~2.7x slower.)
+different layers in parallel threads, which MKL's internal threading makes ~2.7x slower; the eighs
+in a worker thread overlapping the data forward/backward, after which every later step of the
+process ran 3-7x slower (the worker's OpenMP team competing for the 2 cores), and with
+OMP_WAIT_POLICY=passive two 128 x 128 eighs took 25-34 ms instead of ~4.)
 
 Why not warm-start V from the previous step instead of a fresh eigh (measured, MNIST MLP
 784-128-128-10, SGD lr 0.1 momentum 0.9, nuclear_norm 1e-4, 1 200 steps): in the previous step's
