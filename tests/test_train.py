@@ -169,6 +169,17 @@ def test_penalty_enters_the_loss_and_the_gradient(tmp_path):
     assert reg.summary["final"]["l2.penalty"] == pytest.approx(weight_sq(reg.path), rel=1e-4)
 
 
+@pytest.mark.parametrize("sched", ["autol2", "advance_l2"])
+def test_logged_lambda_is_the_one_the_step_used(tmp_path, sched):
+    """At a step where the schedule changes lambda (after measuring it), the row still carries the
+    lambda its loss was built with: total = loss + lam * penalty on every row."""
+    regs = f"regularizers=[{{name: l2, lam: 0.1, schedule: {{name: {sched}, every: 2, delay: 0.0}}}}]"
+    rows = RunDir(run(small_config(tmp_path, regs, "train.epochs=4")).path).steps()
+    assert len({r["lam.l2"] for r in rows}) > 1, "lambda never changed: the test would not test it"
+    for r in rows:
+        assert r["total_loss"] == pytest.approx(r["loss"] + r["lam.l2"] * r["penalty.l2"], rel=1e-5), r["step"]
+
+
 def test_path_energy_penalty_is_the_previous_update_length(tmp_path):
     plain = run(small_config(tmp_path / "plain"))
     res = run(small_config(tmp_path / "pe", "regularizers=[{name: path_energy, lam: 50.0}]"))

@@ -148,9 +148,12 @@ def test_lambda_schedules_per_model(tmp_path, sched):
     regs = f"[{{name: l2, lam: LAM, schedule: {{name: {sched}, every: 2, delay: 0.0}}}}]"
     runs = planned(tmp_path, [(0, 0.1, 0.1), (1, 0.1, 0.3)], f"regularizers={regs}", "train.epochs=4", *NO_ANALYSIS)
     compare_group_with_alone(tmp_path, runs)
-    lams = [[r["lam.l2"] for r in RunDir(tmp_path / "group" / p.hash).steps()] for p in runs]
+    rows = [RunDir(tmp_path / "group" / p.hash).steps() for p in runs]
+    lams = [[r["lam.l2"] for r in rs] for rs in rows]
     assert any(len(set(ls)) > 1 for ls in lams), "the schedule never changed lambda: the test would not test it"
     assert lams[0] != lams[1]
+    for r in (r for rs in rows for r in rs):  # the logged lambda is the one the step's loss used
+        assert r["total_loss"] == pytest.approx(r["loss"] + r["lam.l2"] * r["penalty.l2"], rel=1e-5)
 
 
 def test_lr_schedule_and_two_regularizers(tmp_path):

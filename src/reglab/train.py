@@ -261,6 +261,7 @@ class Trainer:
                 t.reg.prox(model, t.sched.lam, lr)
             t.reg.after_step(model, ctx)
         row = [data_loss.detach(), total.detach(), *values]
+        lams = tuple(t.sched.lam for t in s.terms)  # the step's lambdas, before a measurement changes them
         measure = [t for t in s.terms if t.sched.wants_measurement(self.step)]
         if measure:  # one device sync for all schedules measuring at this step
             acc = correct(out.detach(), y, s.data.task).item() / y.shape[0]
@@ -270,7 +271,6 @@ class Trainer:
         if s.lr_sched is not None and s.cfg.lr_schedule.unit == "iteration":
             s.lr_sched.step()
         if self.step % s.cfg.train.log_every == 0:
-            lams = tuple(t.sched.lam for t in s.terms)
             self._pending.append((self.step, self.epoch, lr, lams, torch.stack([v.float() for v in row])))
 
     # ------------------------------------------------------------------ logging

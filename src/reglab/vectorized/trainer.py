@@ -206,6 +206,7 @@ class GroupTrainer:
                         for k in self.hook_terms:
                             s.terms[k].reg.after_step(s.model, ctx)
             rows = torch.cat([data_loss.detach()[:, None], totals.detach()[:, None], pens.detach()], dim=1).float()
+            step_lams = [tuple(t.sched.lam for t in s.terms) for s in self.setups]  # before any measurement
             measure = [[t.sched.wants_measurement(step) for t in s.terms] for s in self.setups]
             lam_changed = False
             if any(any(m) for m in measure):
@@ -226,9 +227,9 @@ class GroupTrainer:
                     if self.active[i]:
                         _sched_step(s.lr_sched)
             if step % cfg.train.log_every == 0:
-                for i, (tr, s) in enumerate(zip(self.trainers, self.setups)):
+                for i, tr in enumerate(self.trainers):
                     if self.active[i]:
-                        tr._pending.append((step, epoch, lrs[i], tuple(t.sched.lam for t in s.terms), rows[i]))
+                        tr._pending.append((step, epoch, lrs[i], step_lams[i], rows[i]))
             step += 1
             bie += 1
             end_of_epoch = bie >= spe
