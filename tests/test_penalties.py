@@ -226,11 +226,10 @@ def test_l2_gradcheck():
 
 def test_decoupled_weight_decay_scales_selected_params_only():
     reg = make("decoupled_weight_decay")
-    assert not reg.has_penalty and reg.has_prox
+    assert not reg.has_penalty and reg.has_pre_step and not reg.has_prox
     model = mlp(3, 4, 2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    out = reg.prox(model, lam=0.1, lr=0.5)
-    assert out["decay_factor"] == pytest.approx(0.95)
+    reg.pre_step(model, lam=0.1, lr=0.5)
     for n, p in model.named_parameters():
         factor = 0.95 if n.endswith("weight") else 1.0
         torch.testing.assert_close(p.detach(), factor * before[n])

@@ -189,6 +189,28 @@ def test_path_energy_penalty_is_the_previous_update_length(tmp_path):
     assert res.summary["final"]["train_loss"] != pytest.approx(plain.summary["final"]["train_loss"], rel=1e-6)
 
 
+def _final_weights(res):
+    return torch.load(RunDir(res.path).ckpt("final"), weights_only=True)["model"]
+
+
+@pytest.mark.parametrize(
+    "decoupled, reference",
+    [
+        # Adam + decoupled decay is AdamW (which decays the pre-step weights)
+        (["optim.name=adam", "optim.lr=0.01"], ["optim.name=adamw", "optim.lr=0.01", "optim.weight_decay=0.5"]),
+        # plain SGD: the decay before the step is the gradient of (lam/2) sum ||p||^2
+        (["optim.momentum=0.0"], ["optim.momentum=0.0", "regularizers=[{name: l2, lam: 0.5, half: true, roles: [weight, bias]}]"]),
+    ],
+    ids=["adam_is_adamw", "sgd_is_half_l2"],
+)
+def test_decoupled_weight_decay_acts_on_the_pre_step_weights(tmp_path, decoupled, reference):
+    regs = "regularizers=[{name: decoupled_weight_decay, lam: 0.5, roles: [weight, bias]}]"
+    a = _final_weights(run(small_config(tmp_path / "decoupled", "train.epochs=2", *decoupled, regs)))
+    b = _final_weights(run(small_config(tmp_path / "reference", "train.epochs=2", *reference)))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
 # Each regularizer, through the real trainer, must change training when lam > 0 (catches
 # penalties that are inert because of call order, detached graphs or zero gradients).
 REGULARIZER_CASES = {

@@ -254,8 +254,11 @@ class Trainer:
             backward_with_known_data_grads(weighted, ctx.data_grads)
         else:
             total.backward()
-        opt.step()
         lr = opt.param_groups[0]["lr"]
+        for t in s.terms:
+            if t.reg.has_pre_step:
+                t.reg.pre_step(model, t.sched.lam, lr)
+        opt.step()
         for t in s.terms:
             if t.reg.has_prox:
                 t.reg.prox(model, t.sched.lam, lr)

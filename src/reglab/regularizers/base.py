@@ -57,6 +57,7 @@ class Regularizer:
     Options: ClassVar[type[Options]] = Options
     has_penalty: ClassVar[bool] = True
     has_prox: ClassVar[bool] = False
+    has_pre_step: ClassVar[bool] = False
 
     def __init__(self, options: Options, roles: list[str] | tuple[str, ...] = ("weight",)):
         self.options = options
@@ -68,6 +69,11 @@ class Regularizer:
     def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
         """R(theta), differentiable, *without* lam."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def pre_step(self, model: nn.Module, lam: float, lr: float) -> None:
+        """Called after the backward and before the optimizer step (when `has_pre_step`): act on
+        the weights the gradient was taken at, as decoupled weight decay does."""
 
     @torch.no_grad()
     def prox(self, model: nn.Module, lam: float, lr: float) -> dict[str, float]:

@@ -154,21 +154,23 @@ class L2(Regularizer):
 
 @REGULARIZERS.register("decoupled_weight_decay")
 class DecoupledWeightDecay(Regularizer):
-    """AdamW-style decoupled weight decay: after the optimizer step, p <- (1 - lam * lr) * p for
-    every parameter selected by roles. No penalty, so the decay never enters the gradient (nor
-    Adam's moment estimates). The decay per step is coupled to the learning rate (lam * lr, as in
-    torch.optim.AdamW); with plain SGD it equals the gradient of (lam/2) sum ||p||^2."""
+    """Decoupled weight decay (Loshchilov & Hutter; torch.optim.AdamW): before the optimizer
+    step, p <- (1 - lam * lr) * p for every parameter selected by roles, so the update is
+    p <- (1 - lam * lr) p - lr * u with u the optimizer's own update direction. No penalty: the
+    decay never enters the gradient (nor Adam's moment estimates or SGD's momentum). The decay
+    per step is coupled to the learning rate (lam * lr, as in torch.optim.AdamW); with plain SGD
+    (no momentum) a step equals one with the penalty (lam/2) sum ||p||^2. Applied after the step
+    instead it would be (1 - lam * lr)(p - lr * u), off by lam * lr^2 * u."""
 
     name = "decoupled_weight_decay"
     has_penalty = False
-    has_prox = True
+    has_pre_step = True
 
     @torch.no_grad()
-    def prox(self, model: nn.Module, lam: float, lr: float) -> dict[str, float]:
+    def pre_step(self, model: nn.Module, lam: float, lr: float) -> None:
         factor = 1.0 - lam * lr
         for _, p in params_by_role(model, self.roles):
             p.mul_(factor)
-        return {"decay_factor": factor}
 
 
 class _LayerNormOptions(Options):

@@ -14,7 +14,8 @@ state exported into the run's torch optimizer first), resume (`_maybe_resume`) a
 
 Per model and per step, in the one-by-one order: data order from the run's own generator
 (a [M, B] index tensor; when every run drew the same order, as runs of one seed do, one shared
-batch for all), the optimizer step with the run's own lr (read from its torch optimizer,
+batch for all), its pre-step hooks (decoupled weight decay, a loop over models like the prox
+steps), the optimizer step with the run's own lr (read from its torch optimizer,
 which its lr schedule drives), then for each model its prox steps and after_step hooks (a Python
 loop over models acting on the views, in place), its lambda schedules' measurements (one
 `.tolist()` for all models), its lr schedule step.
@@ -103,6 +104,7 @@ class GroupTrainer:
         self.vstep = VmappedStep(self.objective)
         self.state_attrs = [stateful_attributes(r) if r.has_penalty else [] for r in regs0]
         self.prox_terms = [k for k, r in enumerate(regs0) if r.has_prox]
+        self.pre_step_terms = [k for k, r in enumerate(regs0) if r.has_pre_step]
         self.hook_terms = [k for k, r in enumerate(regs0) if _overrides_after_step(r)]
         self.active = [True] * self.M
         self.summaries: list[dict | None] = [None] * self.M
@@ -193,6 +195,11 @@ class GroupTrainer:
             apply_effects(self.objective, effects, [[t.reg for t in s.terms] for s in self.setups])
             grads = torch.autograd.grad(totals.sum(), trainable)
             lrs = self._lrs()
+            if self.pre_step_terms:
+                for i, s in enumerate(self.setups):
+                    if self.active[i]:
+                        for k in self.pre_step_terms:
+                            s.terms[k].reg.pre_step(s.model, s.terms[k].sched.lam, lrs[i])
             self.opt.step(list(grads), lrs)
             if self.prox_terms or self.hook_terms:
                 for i, s in enumerate(self.setups):
