@@ -211,6 +211,18 @@ def test_decoupled_weight_decay_acts_on_the_pre_step_weights(tmp_path, decoupled
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("regularize_bias", [True, False])
+def test_final_analysis_measures_path_norm_as_pathprox_does(tmp_path, regularize_bias):
+    """Study 4's bug 2 (biases never in the sparsity/path-norm measurement) stays fixed in the
+    final analysis too: it counts biases exactly when the PathProx run regularizes them."""
+    reg = f"regularizers=[{{name: pathprox, lam: 0.05, regularize_bias: {str(regularize_bias).lower()}}}]"
+    res = run(small_config(tmp_path, "model.widths=[20,32,16,4]", reg))
+    final = res.summary["final"]
+    assert final["path_norm_total"] == pytest.approx(final["pathprox.path_norm"], rel=1e-6)
+    sparsity = json.loads((RunDir(res.path).path / "analysis" / "sparsity.json").read_text())
+    assert sparsity["include_bias"] is regularize_bias
+
+
 # Each regularizer, through the real trainer, must change training when lam > 0 (catches
 # penalties that are inert because of call order, detached graphs or zero gradients).
 REGULARIZER_CASES = {

@@ -60,6 +60,7 @@ def analyze_final(
     step: int,
     *,
     reference_weights: Mapping[str, torch.Tensor] | None = None,
+    include_bias: bool = False,
 ) -> dict[str, float]:
     """Measure the final network, write the files of the module docstring into `out_dir`
     (created), and return summary scalars:
@@ -70,7 +71,9 @@ def analyze_final(
     - active_units_pct, active_units_pct_thresh, path_norm_total (sparsity, unit groups).
 
     `reference_weights` ({layer: initial weight}, see margins.weight_matrices) sets the reference
-    matrices M_ℓ of the spectral complexity; None means M_ℓ = 0."""
+    matrices M_ℓ of the spectral complexity; None means M_ℓ = 0. `include_bias` counts each unit's
+    bias in its input-weight norm for the sparsity measurements (the trainer sets it for PathProx
+    runs with regularize_bias, so they match PathProx's own report; study 4's bug 2 left it out)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scalars: dict[str, float] = {}
@@ -111,7 +114,7 @@ def analyze_final(
         scalars["frobenius_sq_sum"] = float((frame["frobenius_norm"] ** 2).sum())
 
     if cfg.sparsity:
-        units, summary = unit_sparsity(model, cfg.active_threshold)
+        units, summary = unit_sparsity(model, cfg.active_threshold, include_bias)
         if summary["has_unit_groups"]:
             _write_csv(out_dir / "sparsity_units.csv", units)
             for key in ("active_units_pct", "active_units_pct_thresh", "path_norm_total"):
