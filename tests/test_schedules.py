@@ -210,6 +210,8 @@ def test_advance_refractory_blocks_increase():
 
 # ------------------------------------------------------------------------------ compat (study 3)
 
+C01 = 0.1 * 0.1  # 0.010000000000000002: compat decays as the study's code does, lam * 0.1
+
 
 def test_compat_or_then_and_differs_from_official():
     # t2: m=1.0, M=.5.  t3 (.8,.7) better -> refresh (.9,.6): m=.9, M=.6.
@@ -219,7 +221,7 @@ def test_compat_or_then_and_differs_from_official():
     # compat: inc(t5) by loss, inc(t4) by accuracy -> decay.
     pairs = [(1.0, 0.5), (0.9, 0.6), (0.8, 0.7), (0.7, 0.55), (0.95, 0.8)]
     assert run(make("autol2"), steps10(pairs)) == [0.1, 0.1, 0.1, 0.1, 0.1]
-    assert run(make("autol2", compat=True), steps10(pairs)) == [0.1, 0.1, 0.1, 0.1, 0.01]
+    assert run(make("autol2", compat=True), steps10(pairs)) == [0.1, 0.1, 0.1, 0.1, C01]
 
 
 def test_compat_uses_in_epoch_index():
@@ -228,7 +230,29 @@ def test_compat_uses_in_epoch_index():
     # official: t6 step 29 > 24 -> 0.001.  compat: i never exceeds 19 -> frozen at 0.01.
     seq = [(5 * k + 4, 1.0 + k, 0.5, (5 * k + 4) % 20) for k in range(8)]
     assert run(make("autol2", every=5), seq) == [0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001]
-    assert run(make("autol2", every=5, compat=True), seq) == [0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
+    assert run(make("autol2", every=5, compat=True), seq) == [0.1, 0.1] + [C01] * 6
+
+
+def test_compat_measures_on_the_in_epoch_cadence():
+    # 23 batches an epoch, every 5: the study measures at in-epoch i = 4, 9, 14, 19 of each epoch
+    # (global steps 27, 32, ... in the second), the official rule at global steps 4, 9, ..., 44.
+    comp, off = make("autol2", every=5, compat=True), make("autol2", every=5)
+    steps = range(46)
+    assert [st for st in steps if comp.wants_measurement(st, st % 23)] == [4, 9, 14, 19, 27, 32, 37, 42]
+    assert [st for st in steps if off.wants_measurement(st, st % 23)] == list(range(4, 46, 5))
+
+
+def test_compat_changes_lambda_with_the_study_arithmetic():
+    # Study 3 decays with lam * 0.1: from 0.1, lam = 0.010000000000000002 then 0.0010000000000000002,
+    # so 0.1 / lam = 9.999999999999998 and 99.99999999999999, and "i - i_last > 0.1 / lam" allows
+    # the next decay after 10 and 100 batches.  Rising loss at every batch (every = 1, one epoch):
+    # decays at i = 2, 12, 112.  With lam / 10 (0.01, 0.001: bounds exactly 10 and 100) it would be
+    # 2, 13, 114.
+    seq = [(k, 1.0 + k, 0.5, k) for k in range(200)]
+    lams = run(make("autol2", every=1, compat=True), seq)
+    changes = [i for i in range(1, len(lams)) if lams[i] != lams[i - 1]]
+    assert changes == [2, 12, 112]
+    assert lams[-1] == 0.1 * 0.1 * 0.1 * 0.1
 
 
 def test_compat_initial_min_step_is_zero():
@@ -236,7 +260,7 @@ def test_compat_initial_min_step_is_zero():
     # rising loss at steps 0, 1, 2: compat decays at t3 (i = 2 > 0), official does not.
     seq = [(k, 1.0 + k, 0.5) for k in range(3)]
     assert run(make("autol2", every=1, delay=1.0), seq) == [0.1, 0.1, 0.1]
-    assert run(make("autol2", every=1, delay=1.0, compat=True), seq) == [0.1, 0.1, 0.01]
+    assert run(make("autol2", every=1, delay=1.0, compat=True), seq) == [0.1, 0.1, C01]
 
 
 def test_compat_advance_freezes_reference_outside_cooldown():

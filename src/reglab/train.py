@@ -265,7 +265,7 @@ class Trainer:
             t.reg.after_step(model, ctx)
         row = [data_loss.detach(), total.detach(), *values]
         lams = tuple(t.sched.lam for t in s.terms)  # the step's lambdas, before a measurement changes them
-        measure = [t for t in s.terms if t.sched.wants_measurement(self.step)]
+        measure = [t for t in s.terms if t.sched.wants_measurement(self.step, self.batch_in_epoch)]
         if measure:  # one device sync for all schedules measuring at this step
             acc = correct(out.detach(), y, s.data.task).item() / y.shape[0]
             metrics = {"train_loss": data_loss.item(), "train_acc": acc, "epoch_step": self.batch_in_epoch}

@@ -180,8 +180,10 @@ class AutoL2(LambdaSchedule):
     the study (§3.9 bug 2): once delay/lam exceeds the number of batches per epoch (lam <= 1e-4 with
     delay 0.1 and 391 batches) no change can ever happen again, so lam freezes at about 1e-4. Use
     compat only to reproduce the study's curves (its preset sets every=5; factor 10 is the default).
-    The measurement cadence still follows the global step ((step + 1) % every == 0); it equals the
-    study's in-epoch cadence when the batches per epoch are a multiple of ``every``.
+    The measurement cadence is the study's too: (i + 1) % every == 0 with i the batch's 0-based
+    index in its epoch (which restarts each epoch, unlike the global step when the batches per
+    epoch are not a multiple of ``every``), and lam changes as the study computes them (lam * 0.1,
+    lam / 0.1 for factor 10), whose rounding decides some refractory comparisons.
 
     State (all in state_dict): lam, history [(step, lam after the measurement)], measurements
     [(step, L, A, lam after)], n, m, M, prev (L_{t-1}, A_{t-1}), clock_last (clock of the last
@@ -204,9 +206,20 @@ class AutoL2(LambdaSchedule):
         self.cooldown_end: float = 0.0 if options.compat else _cooldown_end(options.delay, self.lam, 0.0)
 
     # -------------------------------------------------------------- protocol
-    def wants_measurement(self, step: int) -> bool:
-        """True when (step + 1) % every == 0."""
-        return (step + 1) % self.options.every == 0
+    def wants_measurement(self, step: int, epoch_step: int | None = None) -> bool:
+        """True when (step + 1) % every == 0; with compat, on the study's in-epoch cadence
+        (epoch_step + 1) % every == 0 when the trainer gives the batch's index in its epoch."""
+        counter = epoch_step if self.options.compat and epoch_step is not None else step
+        return (counter + 1) % self.options.every == 0
+
+    def _decayed(self) -> float:
+        """lam / factor; compat multiplies by 1/factor as the study's code does (lam * 0.1), whose
+        rounding decides some refractory comparisons (0.1 / (0.1 * 0.1 * 0.1) < 100)."""
+        return self.lam * (1.0 / self.options.factor) if self.options.compat else self.lam / self.options.factor
+
+    def _raised(self) -> float:
+        """lam * factor; compat divides by 1/factor as the study's code does (lam / 0.1)."""
+        return self.lam / (1.0 / self.options.factor) if self.options.compat else self.lam * self.options.factor
 
     def observe(self, step: int, metrics: dict[str, float]) -> None:
         """Count the measurement, apply the rule (`_update`), then remember it as the previous one."""
@@ -222,7 +235,7 @@ class AutoL2(LambdaSchedule):
     def _update(self, clock: float, cur: Measurement) -> None:
         """Decay when allowed and worsened; otherwise refresh m, M (from n >= 2)."""
         if self._may_change(clock) and self._worsened(cur):
-            if self._change(clock, self.lam / self.options.factor):
+            if self._change(clock, self._decayed()):
                 return
         if self.n >= 2:
             self._refresh()
@@ -318,10 +331,10 @@ class AdvanceL2(AutoL2):
     def _update(self, clock: float, cur: Measurement) -> None:
         if self._may_change(clock):
             if self._worsened(cur):
-                if self._change(clock, self.lam / self.options.factor):
+                if self._change(clock, self._decayed()):
                     return
             elif self._improved(cur):
-                if self._change(clock, self.lam * self.options.factor):
+                if self._change(clock, self._raised()):
                     self._reset_reference()
                     return
             if self.options.compat:

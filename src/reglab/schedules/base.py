@@ -1,6 +1,6 @@
 """Lambda schedules: they own lam and see the measurements they need.
 
-Protocol (see LambdaSchedule): the trainer asks `wants_measurement(step)` after each optimizer
+Protocol (see LambdaSchedule): the trainer asks `wants_measurement(step, epoch_step)` after each optimizer
 step; when True it calls `observe(step, metrics)` with the metrics of that step (train bare loss
 and accuracy of the batch just used, measured before the update). `lam` is read whenever the
 penalty or prox is applied.
@@ -29,7 +29,9 @@ class LambdaSchedule:
         self.history: list[tuple[int, float]] = [(0, self.lam)]
         """(step, lam) at every measurement or change, for the lambda trajectory."""
 
-    def wants_measurement(self, step: int) -> bool:
+    def wants_measurement(self, step: int, epoch_step: int | None = None) -> bool:
+        """Whether to measure after global step `step` (0-based); `epoch_step` is the batch's
+        0-based index within its epoch, for schedules that count in epochs (AutoL2 compat)."""
         return False
 
     def observe(self, step: int, metrics: dict[str, float]) -> None:

@@ -214,7 +214,7 @@ class GroupTrainer:
                             s.terms[k].reg.after_step(s.model, ctx)
             rows = torch.cat([data_loss.detach()[:, None], totals.detach()[:, None], pens.detach()], dim=1).float()
             step_lams = [tuple(t.sched.lam for t in s.terms) for s in self.setups]  # before any measurement
-            measure = [[t.sched.wants_measurement(step) for t in s.terms] for s in self.setups]
+            measure = [[t.sched.wants_measurement(step, bie) for t in s.terms] for s in self.setups]
             lam_changed = False
             if any(any(m) for m in measure):
                 corr = torch.stack([correct(outs[i].detach(), y[i], task) for i in range(self.M)])
