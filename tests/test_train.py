@@ -223,6 +223,19 @@ def test_final_analysis_measures_path_norm_as_pathprox_does(tmp_path, regularize
     assert sparsity["include_bias"] is regularize_bias
 
 
+@pytest.mark.parametrize("algorithm", ["prox", "weight_decay"])
+def test_pathprox_runs_log_the_full_objectives(tmp_path, algorithm):
+    """Both algorithms log train_loss + lam * R for both objectives at every evaluation, so the
+    two kinds of runs compare on the same numbers (study 4's "wd objective")."""
+    reg = f"regularizers=[{{name: pathprox, lam: 0.05, algorithm: {algorithm}}}]"
+    rows = RunDir(run(small_config(tmp_path, "model.widths=[20,32,16,4]", reg)).path).evals()
+    assert rows
+    for r in rows:
+        for name in ("objective_l2", "objective_path_norm"):
+            full = r["train_loss"] + r["lam.pathprox"] * r[f"pathprox.{name}"]
+            assert r[f"pathprox.train_{name}"] == pytest.approx(full, rel=1e-12)
+
+
 # Each regularizer, through the real trainer, must change training when lam > 0 (catches
 # penalties that are inert because of call order, detached graphs or zero gradients).
 REGULARIZER_CASES = {

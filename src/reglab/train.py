@@ -319,6 +319,10 @@ class Trainer:
             row[f"lam.{t.key}"] = t.sched.lam
             for k, v in t.reg.report(s.model).items():
                 row[f"{t.key}.{k}"] = v
+                if k.startswith("objective_") and "train_loss" in row:
+                    # a regularizer value R reported as an objective: also log the training
+                    # objective train_loss + lam * R (study 4's "wd objective"), for every algorithm
+                    row[f"{t.key}.train_{k}"] = row["train_loss"] + t.sched.lam * v
         row["lr"] = s.optimizer.param_groups[0]["lr"]
         row["time"] = self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
         self.rd.append(self.rd.evals_path, [row])

@@ -158,6 +158,8 @@ MEASUREMENT_DOC = {
     "path_norm": "Σ_j ‖w_j‖·‖v_j‖ over the hidden units",
     "objective_path_norm": "path norm + ½ Σ ‖W_o‖² over the other layers",
     "objective_l2": "½ Σ (‖W‖² + ‖V‖²), the weight-decay objective",
+    "train_objective_path_norm": "training loss + λ·(path-norm objective), study 4's \"wd objective\"",
+    "train_objective_l2": "training loss + λ·½ Σ (‖W‖² + ‖V‖²), the full weight-decay objective",
     "rho": "ρ = Π_l ‖W_l‖_F, the product of the layers' Frobenius norms",
     "penalty": "the penalty R(w) as trained, before multiplying by λ",
     "total": "sum of the unit path norms",
