@@ -137,9 +137,11 @@ def test_bad_features_normalization_and_method_rejected():
 
 
 def test_weight_layer_penalties_reject_other_roles():
-    for name in ["l2_mul", "nuclear_norm", "graph_energy", "path_energy", "path_norm"]:
+    for name in ["l2_mul", "nuclear_norm", "graph_energy", "path_norm"]:
         with pytest.raises(ConfigError, match="roles"):
             make(name, roles=["weight", "bias"])
+    with pytest.raises(ConfigError, match="roles"):  # the adjacency holds weights only
+        make("path_energy", state="global", roles=["weight", "bias"])
 
 
 ROLE_CHECKED = ["l2_sum", "l2_mul", "frobenius", "nuclear_norm", "spectral_energy", "graph_energy", "path_energy", "path_norm", "pathprox"]
@@ -147,7 +149,8 @@ ROLE_CHECKED = ["l2_sum", "l2_mul", "frobenius", "nuclear_norm", "spectral_energ
 
 @pytest.mark.parametrize("name", ROLE_CHECKED)
 def test_constructor_config_errors_are_prefixed_with_where(name):
-    cfg = RegularizerConfig(name=name, lam=1.0, roles=["weight", "bias"])
+    extra = {"state": "global"} if name == "path_energy" else {}
+    cfg = RegularizerConfig(name=name, lam=1.0, roles=["weight", "bias"], **extra)
     with pytest.raises(ConfigError) as e:
         build_regularizer(cfg, "regularizers.3")
     assert e.value.field == "regularizers.3.roles"
@@ -553,6 +556,27 @@ def test_path_energy_first_step_then_squared_change():
     assert rep["energy_last"] == pytest.approx(change2)
     assert rep["energy_total"] == pytest.approx(change1 + change2)
     assert rep["steps"] == 2
+
+
+def test_path_energy_with_bias_role_adds_the_biases_path():
+    model = mlp(3, 4, 2)
+    reg = make("path_energy", roles=["weight", "bias"])
+    reg.setup(model)
+    reg.penalty(model, None)
+    d = _shift_weights(model, seed=1)  # weights by d, every bias by +1
+    reg.after_step(model, None)
+    n_bias = sum(m.bias.numel() for m in model if isinstance(m, nn.Linear))
+    change = sum(float(x.pow(2).sum()) for x in d) + n_bias * 1.0
+    assert reg.penalty(model, None).item() == pytest.approx(0.5 * change)
+    grads = grads_of(reg, model)
+    torch.testing.assert_close(grads["0.weight"], d[0])
+    torch.testing.assert_close(grads["0.bias"], torch.ones_like(grads["0.bias"]))
+    only_bias = make("path_energy", roles=["bias"])
+    only_bias.setup(model)
+    only_bias.penalty(model, None)
+    _shift_weights(model, seed=2)
+    only_bias.after_step(model, None)
+    assert only_bias.penalty(model, None).item() == pytest.approx(0.5 * n_bias)
 
 
 def _trainer_steps(reg, model, seeds) -> list[float]:

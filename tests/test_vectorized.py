@@ -98,6 +98,7 @@ CASES = {
     "frobenius": ("[{name: frobenius, lam: LAM}]", ["optim.momentum=0.9", "optim.nesterov=true"]),
     "nuclear_norm": ("[{name: nuclear_norm, lam: LAM}]", []),
     "path_energy": ("[{name: path_energy, lam: LAM}]", ["optim.momentum=0.9"]),
+    "path_energy_bias": ("[{name: path_energy, lam: LAM, roles: [weight, bias]}]", []),
     "path_norm": ("[{name: path_norm, lam: LAM}]", ["optim.name=adam", "optim.lr_scale=0.1"]),
     "pathprox_prox": ("[{name: pathprox, lam: LAM}]", []),
     "pathprox_wd": ("[{name: pathprox, lam: LAM, algorithm: weight_decay}]", ["optim.momentum=0.9"]),

@@ -1,7 +1,10 @@
 """Path energy of the weight trajectory (study 2, seed-studies.md §2.5).
 
 State vector s(theta): the weight layers' weights W_1, ..., W_L, flattened and concatenated
-(biases excluded; under PaperWN the effective weights g V / ||V||_F).
+(biases excluded, as in study 2; under PaperWN the effective weights g V / ||V||_F). With
+``roles: [weight, bias]`` (or ``norm``) the biases (normalization parameters) are further blocks
+of s(theta): the path energy of those parameters' trajectory too. ``state: global`` (the
+layered adjacency) holds weights only.
 
 Penalty at optimizer step t (before the update), with theta_{t-1} the detached copy of the weights
 taken when the previous step's penalty was computed, i.e. *before* the previous update (a copy
@@ -39,18 +42,27 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..models.structure import weight_layers
+from ..errors import ConfigError
+from ..models.structure import params_by_role, weight_layers
 from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
-from .l2 import require_weight_role_only
 
 
-def state_blocks(model: nn.Module) -> list[torch.Tensor]:
-    """The weight layers' (effective) weights, differentiable: the blocks of s(theta)."""
-    layers = weight_layers(model)
-    if not layers:
-        raise ValueError("path_energy: the model has no Linear or Conv2d layer")
-    return [layer.weight for _, layer in layers]
+def state_blocks(model: nn.Module, roles: tuple[str, ...] = ("weight",)) -> list[torch.Tensor]:
+    """The blocks of s(theta), differentiable: the weight layers' (effective) weights when
+    "weight" is in roles, then the parameters of the other roles (bias, norm) in model order."""
+    blocks = []
+    if "weight" in roles:
+        layers = weight_layers(model)
+        if not layers:
+            raise ValueError("path_energy: the model has no Linear or Conv2d layer")
+        blocks = [layer.weight for _, layer in layers]
+    others = tuple(r for r in roles if r != "weight")
+    if others:
+        blocks += [p for _, p in params_by_role(model, others)]
+    if not blocks:
+        raise ValueError(f"path_energy: the model has no parameter with role in {list(roles)}")
+    return blocks
 
 
 def squared_distance(current: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
@@ -83,7 +95,13 @@ class PathEnergy(Regularizer):
 
     def __init__(self, options, roles=("weight",)):
         super().__init__(options, roles)
-        require_weight_role_only(self.name, self.roles)
+        if options.state == "global" and self.roles != ("weight",):
+            raise ConfigError(
+                "roles",
+                f"state: global is the layered adjacency, which holds the weights only; got {list(self.roles)} "
+                "(use state: blocks to include biases or normalization parameters)",
+                ["[weight]"],
+            )
         self.scale = 2.0 if options.state == "global" else 1.0
         self._previous: list[torch.Tensor] | None = None
         self._at_penalty: list[torch.Tensor] | None = None
@@ -97,7 +115,7 @@ class PathEnergy(Regularizer):
         self._pending_energy: torch.Tensor | None = None
 
     def setup(self, model: nn.Module) -> None:
-        blocks = detached_copy(state_blocks(model))
+        blocks = detached_copy(state_blocks(model, self.roles))
         self._previous = blocks
         self._init = [b.clone() for b in blocks]
 
@@ -109,13 +127,13 @@ class PathEnergy(Regularizer):
 
     def energy(self, model: nn.Module) -> torch.Tensor:
         """E = c * ||s(theta) - s(anchor)||^2, differentiable."""
-        return self.scale * squared_distance(state_blocks(model), self._anchor())
+        return self.scale * squared_distance(state_blocks(model, self.roles), self._anchor())
 
     def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
         """(c/2)||theta_t - theta_{t-1}||^2 at step t, where theta_{t-1} are the weights when the
         previous step's penalty was computed (before its update): the squared length of the
         previous update, as in study 2 (E_1 = 0). Call once per step; the trainer does."""
-        blocks = state_blocks(model)
+        blocks = state_blocks(model, self.roles)
         self._at_penalty = detached_copy(blocks)  # theta_t: the anchor of the next step
         energy = self.scale * squared_distance(blocks, self._anchor())
         if self.options.anchor == "previous":
@@ -144,8 +162,8 @@ class PathEnergy(Regularizer):
         else:
             before = self._at_penalty if self._at_penalty is not None else self._previous
             if before is not None:
-                self._account(self.scale * squared_distance(state_blocks(model), before))
-            self._previous = before if before is not None else detached_copy(state_blocks(model))
+                self._account(self.scale * squared_distance(state_blocks(model, self.roles), before))
+            self._previous = before if before is not None else detached_copy(state_blocks(model, self.roles))
             self._pending = False
         self._at_penalty = None
         self._pending_energy = None
@@ -154,7 +172,7 @@ class PathEnergy(Regularizer):
     def report(self, model: nn.Module) -> dict[str, float]:
         last, total, steps = self._energy_last, self._energy_total, self._steps
         if self._pending and self._previous is not None:  # the last update, not counted yet
-            last = self.scale * squared_distance(state_blocks(model), self._previous)
+            last = self.scale * squared_distance(state_blocks(model, self.roles), self._previous)
             total, steps = total + last, steps + 1
         out = {"energy_last": float(last), "energy_total": float(total), "steps": float(steps)}
         if self.options.anchor == "init" and self._init is not None:
