@@ -579,6 +579,28 @@ def test_path_energy_with_bias_role_adds_the_biases_path():
     assert only_bias.penalty(model, None).item() == pytest.approx(0.5 * n_bias)
 
 
+@pytest.mark.parametrize("anchor", ["previous", "init"])
+def test_path_energy_per_epoch_sums_the_epochs_updates(anchor):
+    """energy_epoch: the updates of the latest step's epoch, the pending last one included (an
+    epoch-end evaluation reports between the epoch's last update and the next step's penalty)."""
+    from types import SimpleNamespace
+
+    model = mlp(3, 4, 2)
+    reg = make("path_energy", anchor=anchor)
+    reg.setup(model)
+    per_epoch = []
+    for epoch, seeds in enumerate([(1, 2, 3), (4, 5)]):
+        energies = []
+        for seed in seeds:
+            reg.penalty(model, None)
+            energies.append(sum(float(d.pow(2).sum()) for d in _shift_weights(model, seed)))
+            reg.after_step(model, SimpleNamespace(epoch=epoch))
+        per_epoch.append(sum(energies))
+        rep = reg.report(model)
+        assert rep["energy_epoch"] == pytest.approx(per_epoch[-1])
+        assert rep["energy_total"] == pytest.approx(sum(per_epoch))
+
+
 def _trainer_steps(reg, model, seeds) -> list[float]:
     """The trainer's order per step (penalty -> update -> after_step); the updates' energies."""
     energies = []

@@ -185,6 +185,13 @@ def test_path_energy_penalty_is_the_previous_update_length(tmp_path):
     res = run(small_config(tmp_path / "pe", "regularizers=[{name: path_energy, lam: 50.0}]"))
     pen = [r["penalty.path_energy"] for r in RunDir(res.path).steps()]
     assert pen[0] == 0.0 and all(p > 0 for p in pen[1:])  # E_1 = 0, then the last update's length
+    # per epoch (evaluations at every epoch end): the epoch's energy is the growth of the total
+    evals = [r for r in RunDir(res.path).evals() if r["step"] > 0]
+    assert len(evals) == 2
+    totals = [0.0] + [r["path_energy.energy_total"] for r in evals]
+    for r, before in zip(evals, totals):
+        assert r["path_energy.energy_epoch"] == pytest.approx(r["path_energy.energy_total"] - before, rel=1e-6)
+        assert r["path_energy.energy_epoch"] > 0
     # the friction term changes training
     assert res.summary["final"]["train_loss"] != pytest.approx(plain.summary["final"]["train_loss"], rel=1e-6)
 

@@ -241,7 +241,7 @@ class Trainer:
         weighted: list[torch.Tensor] = []
         ctx = None
         if s.terms:
-            ctx = StepContext(self.step, x, y, out, data_loss, s.loss_fn)
+            ctx = StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch)
             for t in s.terms:
                 if t.reg.has_penalty:
                     r = t.reg.penalty(model, ctx)

@@ -42,6 +42,8 @@ class StepContext:
     penalty had to compute them anyway (gradient_norm's finite-difference method). The trainer
     then backpropagates only the penalties and adds these, instead of running the data loss's
     backward a second time."""
+    epoch: int | None = None
+    """Epoch of this step, 0-based (None outside a trainer); per-epoch measurements use it."""
 
 
 class Options(BaseModel):

@@ -30,9 +30,10 @@ until then the last update is "pending" -- `report` (and a resume, through the s
 ``pending`` flag) measure it from the current weights. Changes that other terms' prox steps make
 after this update are part of the step's path, as the next penalty sees them too. `report` gives
 ``energy_last`` (the last update's), ``energy_total`` (the running sum since training started,
-kept across resume) and ``steps``. The per-epoch path energy is the sum of the per-step energies over that epoch's
-steps, i.e. the difference of ``energy_total`` between two epoch-end evaluations. It is *not*
-divided by the number of training samples (study 2 divided by 60 000).
+kept across resume), ``steps`` and ``energy_epoch``: the sum of the update energies of the epoch
+of the latest step (the trainer gives each step's epoch), so at an epoch-end evaluation, the
+default cadence, it is that epoch's path energy sum_t E_t. It is *not* divided by the number of
+training samples (study 2's "average path energy" divided it by 60 000).
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ class PathEnergy(Regularizer):
         self._pending = False
         # E of the pending update as the penalty computed it (anchor previous), else None
         self._pending_energy: torch.Tensor | None = None
+        self._pending_epoch: int | None = None  # the epoch of the pending update's step
+        # the sum of the counted update energies of epoch `_epoch` (see energy_epoch)
+        self._epoch: int | None = None
+        self._epoch_energy: torch.Tensor | float = 0.0
 
     def setup(self, model: nn.Module) -> None:
         blocks = detached_copy(state_blocks(model, self.roles))
@@ -140,11 +145,14 @@ class PathEnergy(Regularizer):
             self._pending_energy = energy.detach()  # = the previous update's energy
         return 0.5 * energy
 
-    def _account(self, energy: torch.Tensor) -> None:
+    def _account(self, energy: torch.Tensor, epoch: int | None) -> None:
         # kept as tensors: no device sync per step; converted in report / state_dict.
         self._energy_last = energy
         self._energy_total = self._energy_total + energy
         self._steps += 1
+        if epoch != self._epoch:
+            self._epoch, self._epoch_energy = epoch, 0.0
+        self._epoch_energy = self._epoch_energy + energy
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
@@ -154,15 +162,16 @@ class PathEnergy(Regularizer):
         anchor previous (this step's penalty measured the previous update): count that one; the
         update just applied stays pending until the next penalty measures it. Otherwise (anchor
         init, or no penalty this step) measure the update just applied now, from `before`."""
+        epoch = None if ctx is None else ctx.epoch
         if self.options.anchor == "previous" and self._at_penalty is not None and self._pending_energy is not None:
             if self._pending:
-                self._account(self._pending_energy)
+                self._account(self._pending_energy, self._pending_epoch)
             self._previous = self._at_penalty
-            self._pending = True
+            self._pending, self._pending_epoch = True, epoch
         else:
             before = self._at_penalty if self._at_penalty is not None else self._previous
             if before is not None:
-                self._account(self.scale * squared_distance(state_blocks(model, self.roles), before))
+                self._account(self.scale * squared_distance(state_blocks(model, self.roles), before), epoch)
             self._previous = before if before is not None else detached_copy(state_blocks(model, self.roles))
             self._pending = False
         self._at_penalty = None
@@ -170,11 +179,17 @@ class PathEnergy(Regularizer):
 
     @torch.no_grad()
     def report(self, model: nn.Module) -> dict[str, float]:
-        last, total, steps = self._energy_last, self._energy_total, self._steps
+        last, total, steps, epoch_energy = self._energy_last, self._energy_total, self._steps, self._epoch_energy
         if self._pending and self._previous is not None:  # the last update, not counted yet
             last = self.scale * squared_distance(state_blocks(model, self.roles), self._previous)
             total, steps = total + last, steps + 1
-        out = {"energy_last": float(last), "energy_total": float(total), "steps": float(steps)}
+            epoch_energy = (epoch_energy if self._pending_epoch == self._epoch else 0.0) + last
+        out = {
+            "energy_last": float(last),
+            "energy_total": float(total),
+            "steps": float(steps),
+            "energy_epoch": float(epoch_energy),
+        }
         if self.options.anchor == "init" and self._init is not None:
             out["penalty"] = float(0.5 * self.energy(model))
         return out
@@ -187,6 +202,9 @@ class PathEnergy(Regularizer):
             "energy_total": float(self._energy_total),
             "steps": self._steps,
             "pending": self._pending,
+            "pending_epoch": self._pending_epoch,
+            "epoch": self._epoch,
+            "epoch_energy": float(self._epoch_energy),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -199,6 +217,10 @@ class PathEnergy(Regularizer):
         # states saved before the pending update existed counted every update at once
         self._pending = bool(state.get("pending", False))
         self._pending_energy = None
+        # states saved before per-epoch energies existed start the sum at the resume
+        self._pending_epoch = state.get("pending_epoch")
+        self._epoch = state.get("epoch")
+        self._epoch_energy = float(state.get("epoch_energy", 0.0))
 
     @staticmethod
     def _restore(saved: list[torch.Tensor] | None, like: list[torch.Tensor] | None) -> list[torch.Tensor] | None:

@@ -209,7 +209,7 @@ class GroupTrainer:
                         t = s.terms[k]
                         t.reg.prox(s.model, t.sched.lam, lrs[i])
                     if self.hook_terms:
-                        ctx = StepContext(step, x[i], y[i], outs[i].detach(), data_loss[i].detach(), s.loss_fn)
+                        ctx = StepContext(step, x[i], y[i], outs[i].detach(), data_loss[i].detach(), s.loss_fn, epoch=epoch)
                         for k in self.hook_terms:
                             s.terms[k].reg.after_step(s.model, ctx)
             rows = torch.cat([data_loss.detach()[:, None], totals.detach()[:, None], pens.detach()], dim=1).float()
