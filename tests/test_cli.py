@@ -60,6 +60,8 @@ def test_yaml_config_with_nested_overrides(tmp_path):
         ("train.iterations=abc", "train.iterations", "integer"),
         ("regularizers=[{name: jacobian_nuclear, lam: 1, split: 99}]", "regularizers.0.split", "1 <= split"),
         ("regularizers=[{name: l2_sum, lam: 1, roles: [bias]}]", "regularizers.0.roles", "weight"),
+        ("regularizers=[{name: l2, lam: 1, schedule: {name: autol2, max_lam: 0.1}}]", "regularizers.0.lam", "[0, 0.1]"),
+        ("regularizers=[{name: l2, lam: 0.001, schedule: {name: advance_l2, min_lam: 0.01}}]", "regularizers.0.lam", "[0.01, inf]"),
     ],
 )
 def test_bad_input_one_message_exit_2_nothing_written(tmp_path, override, field, allowed):

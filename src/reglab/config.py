@@ -406,6 +406,17 @@ def check_names(cfg: RunConfig) -> None:
         check_regularizer_options(r, f"regularizers.{i}")
         SCHEDULES.get(r.schedule.name, f"regularizers.{i}.schedule.name")
         check_schedule_options(r.schedule, f"regularizers.{i}.schedule")
+        _check_lam_within_bounds(r, f"regularizers.{i}")
+
+
+def _check_lam_within_bounds(r: RegularizerConfig, where: str) -> None:
+    """A schedule's min_lam/max_lam bound every change; a starting lam outside them would make the
+    first change jump (or be refused), so it is a config error rather than silently clipped."""
+    extra = r.schedule.model_extra or {}
+    lo, hi = extra.get("min_lam"), extra.get("max_lam")
+    if (lo is not None and r.lam < float(lo)) or (hi is not None and r.lam > float(hi)):
+        bounds = f"[{'0' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise ConfigError(f"{where}.lam", f"{r.lam} lies outside the schedule's bounds min_lam..max_lam", [bounds])
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

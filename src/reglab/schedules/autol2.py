@@ -38,7 +38,8 @@ With lam = 0 nothing can change (lam / factor = lam * factor = 0).
 Bounds: a change sets lam <- clip(new, min_lam, max_lam). A change that the bounds would turn
 into no move (or a move in the wrong direction, possible only when lam0 lies outside the bounds)
 does not happen: lam, the cool-down and the references stay, and the step is treated as one where
-no change fired. The initial lam0 is not clipped.
+no change fired. A config whose starting lam lies outside the bounds is refused (config.py); built
+directly, the initial lam0 is not clipped.
 """
 
 from __future__ import annotations
