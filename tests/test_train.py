@@ -180,6 +180,20 @@ def test_logged_lambda_is_the_one_the_step_used(tmp_path, sched):
         assert r["total_loss"] == pytest.approx(r["loss"] + r["lam.l2"] * r["penalty.l2"], rel=1e-5), r["step"]
 
 
+@pytest.mark.parametrize("compat, expected", [(True, [2, 5, 10, 13]), (False, [2, 5, 8, 11, 14])])
+def test_autol2_measures_on_its_cadence_through_the_trainer(tmp_path, monkeypatch, compat, expected):
+    """8 batches an epoch, every 3: compat counts the batch's index in its epoch (i = 2, 5 in each
+    epoch), the official rule the global step."""
+    from reglab.schedules.autol2 import AutoL2
+
+    seen = []
+    real = AutoL2.observe
+    monkeypatch.setattr(AutoL2, "observe", lambda self, step, metrics: (seen.append(step), real(self, step, metrics))[1])
+    regs = f"regularizers=[{{name: l2, lam: 0.1, schedule: {{name: autol2, every: 3, compat: {str(compat).lower()}}}}}]"
+    run(small_config(tmp_path, regs))
+    assert seen == expected
+
+
 def test_path_energy_penalty_is_the_previous_update_length(tmp_path):
     plain = run(small_config(tmp_path / "plain"))
     res = run(small_config(tmp_path / "pe", "regularizers=[{name: path_energy, lam: 50.0}]"))
