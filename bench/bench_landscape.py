@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from common import entry, print_table, timeit, write_results
-
 from reglab.config import load_config
 from reglab.data import build_task, resolve_data_dir
 from reglab.evaluation import make_loss_fn
@@ -86,13 +85,36 @@ def main() -> int:
     finally:
         torch.set_num_threads(threads)
     diff = float(np.max(np.abs(result["grid"].loss[:NAIVE_ROWS] - result["naive"])))
-    print(f"threads={threads}  load average (1 min) at start={load:.2f}, end={os.getloadavg()[0]:.2f}  "
-          f"max |reglab - naive| loss = {diff:.3g}")
+    print(
+        f"threads={threads}  load average (1 min) at start={load:.2f}, end={os.getloadavg()[0]:.2f}  "
+        f"max |reglab - naive| loss = {diff:.3g}"
+    )
     name = f"landscape {RES}x{RES} MNIST MLP, {N_EXAMPLES} ex/point"
-    es = [entry(f"{name}, {threads} threads", t_ours, t_naive, "naive load_state_dict, batch 128", "s", "value <= 5 s",
-                t_ours <= 5.0, max_abs_diff=diff, threads=threads, loadavg=load),
-          entry(f"{name}, 1 thread", t_one, t_naive, "naive load_state_dict, batch 128", "s", "value <= 5 s",
-                t_one <= 5.0, threads=1, loadavg=load)]
+    es = [
+        entry(
+            f"{name}, {threads} threads",
+            t_ours,
+            t_naive,
+            "naive load_state_dict, batch 128",
+            "s",
+            "value <= 5 s",
+            t_ours <= 5.0,
+            max_abs_diff=diff,
+            threads=threads,
+            loadavg=load,
+        ),
+        entry(
+            f"{name}, 1 thread",
+            t_one,
+            t_naive,
+            "naive load_state_dict, batch 128",
+            "s",
+            "value <= 5 s",
+            t_one <= 5.0,
+            threads=1,
+            loadavg=load,
+        ),
+    ]
     print_table(es, "loss landscape grid")
     write_results(es, "landscape")
     return 0

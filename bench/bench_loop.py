@@ -20,19 +20,17 @@ import tempfile
 import time
 
 import numpy as np
-from PIL import Image
-
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from common import entry, print_table, timeit, write_results
-
 from reglab.config import load_config
 from reglab.data import build_task, resolve_data_dir
 from reglab.models import build_model
-from reglab.train import Trainer, prepare
 from reglab.store import RunDir
+from reglab.train import Trainer, prepare
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -46,9 +44,20 @@ def mnist_source():
 
 def reglab_epoch_time(data_dir) -> float:
     """Wall time of Trainer.fit for one epoch (prepare and analysis excluded)."""
-    overrides = ["data.dataset=mnist", "data.test_limit=1", "model.widths=[784,128,128,10]", "optim.lr=0.1",
-                 "train.batch_size=128", "train.epochs=1", "train.eval_at_start=false", "train.eval_train_limit=1",
-                 "train.progress=false", "analysis.margins=false", "analysis.spectra=false", "analysis.sparsity=false"]
+    overrides = [
+        "data.dataset=mnist",
+        "data.test_limit=1",
+        "model.widths=[784,128,128,10]",
+        "optim.lr=0.1",
+        "train.batch_size=128",
+        "train.epochs=1",
+        "train.eval_at_start=false",
+        "train.eval_train_limit=1",
+        "train.progress=false",
+        "analysis.margins=false",
+        "analysis.spectra=false",
+        "analysis.sparsity=false",
+    ]
     cfg = load_config(None, overrides)
     setup = prepare(cfg, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,8 +133,24 @@ def main():
     t_bare = timeit(lambda: bare_epoch(x, y), repeat=3)
     t_dl = timeit(lambda: dataloader_epoch(images_u8, y), repeat=1, warmup=0)
     entries = [
-        entry("loop: reglab epoch vs DataLoader epoch", t_reglab, t_dl, "dataloader_epoch", "s", "ratio <= 0.1 (>=10x faster)", t_reglab / t_dl <= 0.1),
-        entry("loop: reglab epoch vs bare slicing loop", t_reglab, t_bare, "bare_epoch", "s", "ratio <= 1.3", t_reglab / t_bare <= 1.3),
+        entry(
+            "loop: reglab epoch vs DataLoader epoch",
+            t_reglab,
+            t_dl,
+            "dataloader_epoch",
+            "s",
+            "ratio <= 0.1 (>=10x faster)",
+            t_reglab / t_dl <= 0.1,
+        ),
+        entry(
+            "loop: reglab epoch vs bare slicing loop",
+            t_reglab,
+            t_bare,
+            "bare_epoch",
+            "s",
+            "ratio <= 1.3",
+            t_reglab / t_bare <= 1.3,
+        ),
     ]
     print_table(entries, f"MNIST epoch, MLP 784-128-128-10, batch 128, {torch.get_num_threads()} threads")
     write_results(entries, "loop")

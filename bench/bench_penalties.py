@@ -48,7 +48,6 @@ import time
 import torch
 
 from common import entry, print_table, write_results
-
 from reglab.config import load_config
 from reglab.data.tasks import TaskData
 from reglab.train import Trainer, prepare
@@ -73,7 +72,11 @@ REGULARIZERS = [
     ("nuclear_norm (solver svdvals)", {"name": "nuclear_norm", "solver": "svdvals"}, ("reference: LAPACK SVD", None)),
     ("spectral_energy", {"name": "spectral_energy"}, SVD_TARGET),
     ("graph_energy", {"name": "graph_energy"}, SVD_TARGET),
-    ("graph_energy (method dense)", {"name": "graph_energy", "method": "dense"}, ("reference: dense eigvalsh of A", None)),
+    (
+        "graph_energy (method dense)",
+        {"name": "graph_energy", "method": "dense"},
+        ("reference: dense eigvalsh of A", None),
+    ),
     ("path_energy", {"name": "path_energy"}, DEFAULT_TARGET),
     ("path_norm", {"name": "path_norm"}, DEFAULT_TARGET),
     ("pathprox (prox)", {"name": "pathprox", "algorithm": "prox"}, DEFAULT_TARGET),
@@ -84,7 +87,11 @@ REGULARIZERS = [
         {"name": "gradient_norm", "method": "finite_difference"},
         ("ratio <= 3 (forward + backward at moved weights)", 3.0),
     ),
-    ("jacobian_nuclear (estimate)", {"name": "jacobian_nuclear", "method": "estimate"}, ("ratio <= 3 (noisy forwards of h and g + their backward)", 3.0)),
+    (
+        "jacobian_nuclear (estimate)",
+        {"name": "jacobian_nuclear", "method": "estimate"},
+        ("ratio <= 3 (noisy forwards of h and g + their backward)", 3.0),
+    ),
 ]
 CHAIN_ONLY = {"graph_energy"}  # needs a chain of Linear layers
 
@@ -130,6 +137,7 @@ WHY = {
         "(gradient_penalties.py)"
     ),
 }
+
 
 def explain(label: str, extra: dict) -> str:
     """The entry's "why": the known cause, and for decompositions the floor measured in this run."""
@@ -257,7 +265,7 @@ def decomposition_timer(spent: list[float]):
             setattr(torch.linalg, name, fn)
 
 
-def decomposition_ms(v: "Variant", steps: int = 30) -> float:
+def decomposition_ms(v: Variant, steps: int = 30) -> float:
     """Median per-step milliseconds spent inside torch.linalg decompositions by v's steps."""
     per_step = []
     spent = [0.0]
@@ -302,12 +310,22 @@ def measure(model: str, batch: int, only: set[str] | None) -> list[dict]:
         extra: dict = {}
         if (text, bound) == SVD_TARGET:
             decomp = decomposition_ms(variant)
-            extra = {"decomposition_ms": decomp, "floor_ratio": (baseline + decomp) / baseline, "other_ms": value - baseline - decomp}
+            extra = {
+                "decomposition_ms": decomp,
+                "floor_ratio": (baseline + decomp) / baseline,
+                "other_ms": value - baseline - decomp,
+            }
         if met is False:
             extra["why"] = explain(label, extra)
         name = f"{label} | {title}, batch {batch}"
-        entries.append(entry(name, value, baseline, f"no regularizer | {title}, batch {batch}", "ms", text, met, **extra))
-        floor = f"; decompositions {extra['decomposition_ms']:.3g} ms, floor x{extra['floor_ratio']:.2f}" if "floor_ratio" in extra else ""
+        entries.append(
+            entry(name, value, baseline, f"no regularizer | {title}, batch {batch}", "ms", text, met, **extra)
+        )
+        floor = (
+            f"; decompositions {extra['decomposition_ms']:.3g} ms, floor x{extra['floor_ratio']:.2f}"
+            if "floor_ratio" in extra
+            else ""
+        )
         print(f"  {name}: {value:.3g} ms vs {baseline:.3g} ms (x{ratio:.2f}{floor})", flush=True)
     return entries
 
@@ -318,7 +336,10 @@ def main(argv: list[str]) -> None:
     entries = []
     for model, batch in [("mlp", 128), ("hardernet", 16), ("hardernet", 128)]:
         entries += measure(model, batch, only)
-    title = f"ms per training step vs no regularizer (SGD, {torch.get_num_threads()} threads, median of 20-150 steps alternating with the baseline's)"
+    title = (
+        f"ms per training step vs no regularizer (SGD, {torch.get_num_threads()} threads, "
+        "median of 20-150 steps alternating with the baseline's)"
+    )
     print_table(entries, title)
     missed = [e for e in entries if e["met"] is False]
     for e in missed:

@@ -31,15 +31,23 @@ from pathlib import Path
 import torch
 
 from common import entry, print_table, write_results
-
 from reglab.config import config_hash, load_config
 from reglab.data import resolve_data_dir
 from reglab.sweep.grid import PlannedRun
 from reglab.train import run
 from reglab.vectorized import train_group
 
-QUIET = ["train.eval_at_start=false", "train.eval_every=1000", "train.checkpoint_every=1000", "train.eval_train_limit=1", "data.test_limit=1", "train.progress=false",
-         "analysis.margins=false", "analysis.spectra=false", "analysis.sparsity=false"]
+QUIET = [
+    "train.eval_at_start=false",
+    "train.eval_every=1000",
+    "train.checkpoint_every=1000",
+    "train.eval_train_limit=1",
+    "data.test_limit=1",
+    "train.progress=false",
+    "analysis.margins=false",
+    "analysis.spectra=false",
+    "analysis.sparsity=false",
+]
 
 
 def planned(overrides: list[str], variants: list[tuple[int, float]]) -> list[PlannedRun]:
@@ -78,8 +86,20 @@ def compare(name, overrides, variants, data_dir, target, repeat: int = 3) -> dic
         alones.append(time_alone(runs[0], data_dir, repeat=1))
         groups.append(time_group(runs, data_dir))
     alone, per_model = statistics.median(alones), statistics.median(groups)
-    print(f"{name}: {per_model:.3f} s per model in the group, {alone:.3f} s alone, ratio {per_model / alone:.3f}", flush=True)
-    return entry(name, per_model, alone, "train.run, one model alone", "s", f"ratio <= {target}", per_model / alone <= target, models=len(runs))
+    print(
+        f"{name}: {per_model:.3f} s per model in the group, {alone:.3f} s alone, ratio {per_model / alone:.3f}",
+        flush=True,
+    )
+    return entry(
+        name,
+        per_model,
+        alone,
+        "train.run, one model alone",
+        "s",
+        f"ratio <= {target}",
+        per_model / alone <= target,
+        models=len(runs),
+    )
 
 
 def main():
@@ -93,19 +113,41 @@ def main():
     variants = [(s, lam) for s in range(8) for lam in (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)]
     entries.append(compare("vectorized: 64 digits MLPs 64-32-10, per model", digits, variants, None, 0.2))
     if has_mnist:
-        mnist = ["data.dataset=mnist", "model.widths=[784,28,10]", "train.batch_size=128", "train.epochs=1", "optim.lr=0.1"]
+        mnist = [
+            "data.dataset=mnist",
+            "model.widths=[784,28,10]",
+            "train.batch_size=128",
+            "train.epochs=1",
+            "optim.lr=0.1",
+        ]
         variants = [(0, 1e-5 * 2**k) for k in range(16)]
         entries.append(compare("vectorized: 16 MNIST MLPs 784-28-10, per model", mnist, variants, d, 0.35, repeat=2))
-        for h in (() if "--no-size-sweep" in sys.argv else (256, 1024)):
-            over = ["data.dataset=mnist", f"model.widths=[784,{h},10]", "train.batch_size=128", "train.epochs=1", "optim.lr=0.1"]
+        for h in () if "--no-size-sweep" in sys.argv else (256, 1024):
+            over = [
+                "data.dataset=mnist",
+                f"model.widths=[784,{h},10]",
+                "train.batch_size=128",
+                "train.epochs=1",
+                "optim.lr=0.1",
+            ]
             n_params = 784 * h + h + h * 10 + 10
-            entries.append(compare(f"vectorized: 8 MNIST MLPs 784-{h}-10 ({n_params // 1000}k params)", over,
-                                   [(0, 1e-4 * k) for k in range(8)], d, 1.0, repeat=1))
+            entries.append(
+                compare(
+                    f"vectorized: 8 MNIST MLPs 784-{h}-10 ({n_params // 1000}k params)",
+                    over,
+                    [(0, 1e-4 * k) for k in range(8)],
+                    d,
+                    1.0,
+                    repeat=1,
+                )
+            )
     else:
         print("REGLAB_DATA has no MNIST: the MNIST parts are skipped (set REGLAB_DATA=../shared/data)")
     load_after = os.getloadavg()
-    title = (f"Vectorized groups vs one model alone, {torch.get_num_threads()} threads, "
-             f"load average {load[0]:.1f} before / {load_after[0]:.1f} after on {os.cpu_count()} CPUs")
+    title = (
+        f"Vectorized groups vs one model alone, {torch.get_num_threads()} threads, "
+        f"load average {load[0]:.1f} before / {load_after[0]:.1f} after on {os.cpu_count()} CPUs"
+    )
     print_table(entries, title)
     for e in entries:
         e["load_average"] = [round(load[0], 2), round(load_after[0], 2)]

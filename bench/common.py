@@ -33,18 +33,39 @@ def timeit(fn, repeat: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def entry(name: str, value: float, baseline: float, baseline_name: str, unit: str, target: str, met: bool | None, **extra) -> dict:
-    return {"name": name, "value": value, "baseline": baseline, "baseline_name": baseline_name, "ratio": value / baseline if baseline else None, "unit": unit, "target": target, "met": met, **extra}
+def entry(
+    name: str, value: float, baseline: float, baseline_name: str, unit: str, target: str, met: bool | None, **extra
+) -> dict:
+    return {
+        "name": name,
+        "value": value,
+        "baseline": baseline,
+        "baseline_name": baseline_name,
+        "ratio": value / baseline if baseline else None,
+        "unit": unit,
+        "target": target,
+        "met": met,
+        **extra,
+    }
 
 
 def machine() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def write_results(entries: list[dict], group: str) -> None:
     """Merge this benchmark's entries into bench/results.json (other groups are kept)."""
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmarks": []}
-    data["benchmarks"] = [e for e in data["benchmarks"] if e.get("group") != group] + [{**e, "group": group} for e in entries]
+    data["benchmarks"] = [e for e in data["benchmarks"] if e.get("group") != group] + [
+        {**e, "group": group} for e in entries
+    ]
     data["machine"] = machine()
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -57,4 +78,7 @@ def print_table(entries: list[dict], title: str) -> None:
     for e in entries:
         ratio = f"{e['ratio']:.3f}" if e["ratio"] is not None else "-"
         met = {True: "yes", False: "NO", None: "-"}[e["met"]]
-        print(f"{e['name']:<44} {e['value']:>10.4g} {e['baseline']:>10.4g} {ratio:>8} {e['unit']:>5}  {e['target']}  {met}")
+        print(
+            f"{e['name']:<44} {e['value']:>10.4g} {e['baseline']:>10.4g} {ratio:>8} {e['unit']:>5}  "
+            f"{e['target']}  {met}"
+        )

@@ -34,7 +34,9 @@ from pathlib import Path
 import pytest
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-INSTALL_HINT = "Chromium not found: apt-get install chromium chromium-driver (or set REGLAB_CHROMIUM to the browser binary)"
+INSTALL_HINT = (
+    "Chromium not found: apt-get install chromium chromium-driver (or set REGLAB_CHROMIUM to the browser binary)"
+)
 
 
 def _which() -> str | None:
@@ -49,13 +51,20 @@ def _which() -> str | None:
 
 
 def _may_install() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0 and bool(os.environ.get("CI") or os.environ.get("REGLAB_INSTALL_BROWSER"))
+    return (
+        hasattr(os, "geteuid")
+        and os.geteuid() == 0
+        and bool(os.environ.get("CI") or os.environ.get("REGLAB_INSTALL_BROWSER"))
+    )
 
 
 def _install() -> str | None:
     """apt-get install chromium; returns an error text, or None on success."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]):
+    for cmd in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"],
+    ):
         try:
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -93,7 +102,7 @@ def find_chromium() -> str:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+    def log_message(self, format, *args):
         pass
 
 
@@ -238,8 +247,14 @@ class PipeBrowser:
     def open_page(self) -> None:
         targets = self.call("Target.getTargets", session=False)["targetInfos"]
         pages = [t for t in targets if t["type"] == "page"]
-        target = pages[0]["targetId"] if pages else self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
-        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)["sessionId"]
+        target = (
+            pages[0]["targetId"]
+            if pages
+            else self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
+        )
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)[
+            "sessionId"
+        ]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
 
@@ -292,28 +307,45 @@ Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null))).
 """
 
 
-def render(url: str, screenshot: bool = True, full_page: bool = True, width: int = 1280, max_height: int = 16000, timeout: float = 30.0, binary: str | None = None) -> PageReport:
+def render(
+    url: str,
+    screenshot: bool = True,
+    full_page: bool = True,
+    width: int = 1280,
+    max_height: int = 16000,
+    timeout: float = 30.0,
+    binary: str | None = None,
+) -> PageReport:
     """Load `url` in headless Chromium; report console errors, failed requests, images and a
     PNG screenshot (the whole page up to `max_height` CSS pixels when `full_page`)."""
     binary = binary or find_chromium()
     with PipeBrowser(binary, width=width) as b:
         b.open_page()
-        b.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+        b.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+        )
         nav = b.call("Page.navigate", {"url": url}, timeout=timeout)
         if nav.get("errorText"):
             raise CDPError(f"navigation to {url} failed: {nav['errorText']}")
         b.wait_event("Page.loadEventFired", timeout=timeout)
         b.call("Runtime.evaluate", {"expression": _WAIT_IMAGES_JS, "awaitPromise": True}, timeout=timeout)
         b.drain(0.3)
-        title = b.call("Runtime.evaluate", {"expression": "document.title", "returnByValue": True})["result"].get("value", "")
-        images = json.loads(b.call("Runtime.evaluate", {"expression": _IMAGES_JS, "returnByValue": True})["result"]["value"])
+        title = b.call("Runtime.evaluate", {"expression": "document.title", "returnByValue": True})["result"].get(
+            "value", ""
+        )
+        images = json.loads(
+            b.call("Runtime.evaluate", {"expression": _IMAGES_JS, "returnByValue": True})["result"]["value"]
+        )
         shot = b""
         if screenshot:
             params: dict = {"format": "png"}
             if full_page:
                 size = b.call("Page.getLayoutMetrics")["cssContentSize"]
                 h = min(int(size["height"]) + 1, max_height)
-                params.update({"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": h, "scale": 1}})
+                params.update(
+                    {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": h, "scale": 1}}
+                )
             shot = base64.b64decode(b.call("Page.captureScreenshot", params, timeout=timeout)["data"])
         b.drain(0.2)
         rep = PageReport(url=url, title=title, images=images, screenshot=shot)
@@ -323,7 +355,12 @@ def render(url: str, screenshot: bool = True, full_page: bool = True, width: int
                 d = p.get("exceptionDetails", {})
                 rep.console_errors.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                rep.console_errors.append("console." + p["type"] + ": " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                rep.console_errors.append(
+                    "console."
+                    + p["type"]
+                    + ": "
+                    + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                )
             elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 en = p["entry"]
                 rep.console_errors.append(f"{en.get('source')}: {en.get('text')} {en.get('url', '')}".strip())

@@ -26,8 +26,9 @@ def real_data_dir() -> Path:
 @pytest.fixture
 def two_layer_ones():
     """W1 = ones(2, 3) (n1 = 6), W2 = [[3, 4]] (n2 = 25): the penalties' hand-computed examples."""
-    from penalty_helpers import set_weights
     from torch import nn
+
+    from penalty_helpers import set_weights
 
     model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1)).double()
     set_weights(model[0], torch.ones(2, 3), [10.0, 10.0])

@@ -1,6 +1,9 @@
-"""Shared helpers for the penalty regularizer tests: building regularizers, small float64 models, gradients and gradcheck."""
+"""Shared helpers for the penalty regularizer tests: building regularizers, small float64 models, gradients and
+gradcheck."""
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
@@ -27,7 +30,7 @@ def set_weights(layer: nn.Module, weight, bias=None) -> None:
 def mlp(*widths: int, bias: bool = True, dtype=torch.float64, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:], strict=True):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b, bias=bias), nn.ReLU()]
     return nn.Sequential(*layers[:-1]).to(dtype)
 

@@ -135,7 +135,9 @@ def test_effective_rank_extremes():
     # unequal: p = (2/3, 1/3), not the squared-value weights (0.8, 0.2)
     p = np.array([2 / 3, 1 / 3])
     expected = math.exp(-(p * np.log(p)).sum())
-    assert matrix_metrics(torch.diag(torch.tensor([2.0, 1.0])))[0]["effective_rank"] == pytest.approx(expected, rel=1e-6)
+    assert matrix_metrics(torch.diag(torch.tensor([2.0, 1.0])))[0]["effective_rank"] == pytest.approx(
+        expected, rel=1e-6
+    )
     zero = matrix_metrics(torch.zeros(3, 4))[0]
     assert zero["effective_rank"] == 0 and zero["rank_rel"] == 0 and zero["stable_rank"] == 0
 
@@ -368,7 +370,20 @@ def test_unit_sparsity_counts_exact_zeros_and_threshold():
 def test_summarize_columns_and_values():
     dists = {("train", "raw"): np.array([1.0, 2.0, 3.0, 4.0])}
     frame = summarize(dists)
-    assert list(frame.columns) == ["split", "kind", "n", "min", "q05", "q25", "median", "q75", "q95", "max", "mean", "std"]
+    assert list(frame.columns) == [
+        "split",
+        "kind",
+        "n",
+        "min",
+        "q05",
+        "q25",
+        "median",
+        "q75",
+        "q95",
+        "max",
+        "mean",
+        "std",
+    ]
     row = frame.iloc[0]
     assert (row["n"], row["min"], row["median"], row["max"], row["mean"]) == (4, 1.0, 2.5, 4.0, 2.5)
     assert row["std"] == pytest.approx(np.std([1, 2, 3, 4]))
@@ -438,4 +453,4 @@ def test_analyze_final_respects_switches(tmp_path):
     assert set(scalars) == {"rank_rel.fc", "effective_rank.fc", "nuclear_norm_sum", "frobenius_sq_sum"}
     w = model.fc.weight.detach().double()
     assert scalars["nuclear_norm_sum"] == pytest.approx(float(torch.linalg.svdvals(w).sum()), rel=1e-5)
-    assert scalars["frobenius_sq_sum"] == pytest.approx(float((w ** 2).sum()), rel=1e-5)
+    assert scalars["frobenius_sq_sum"] == pytest.approx(float((w**2).sum()), rel=1e-5)

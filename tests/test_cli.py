@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from reglab.cli import cli
-
 from helpers import SMALL
+from reglab.cli import cli
 
 
 def invoke(*args: str):
@@ -61,7 +59,11 @@ def test_yaml_config_with_nested_overrides(tmp_path):
         ("regularizers=[{name: jacobian_nuclear, lam: 1, split: 99}]", "regularizers.0.split", "1 <= split"),
         ("regularizers=[{name: l2_sum, lam: 1, roles: [bias]}]", "regularizers.0.roles", "weight"),
         ("regularizers=[{name: l2, lam: 1, schedule: {name: autol2, max_lam: 0.1}}]", "regularizers.0.lam", "[0, 0.1]"),
-        ("regularizers=[{name: l2, lam: 0.001, schedule: {name: advance_l2, min_lam: 0.01}}]", "regularizers.0.lam", "[0.01, inf]"),
+        (
+            "regularizers=[{name: l2, lam: 0.001, schedule: {name: advance_l2, min_lam: 0.01}}]",
+            "regularizers.0.lam",
+            "[0.01, inf]",
+        ),
     ],
 )
 def test_bad_input_one_message_exit_2_nothing_written(tmp_path, override, field, allowed):

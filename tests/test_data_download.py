@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_data import cifar_expected, idx_bytes, make_cifar_arrays, make_mnist_arrays, write_cifar_archive
 
+from fixtures_data import cifar_expected, idx_bytes, make_cifar_arrays, make_mnist_arrays, write_cifar_archive
 from reglab.data import DATASETS, dataset_status, resolve_data_dir
 from reglab.data import cifar10 as cifar10_module
 from reglab.data import download as download_module

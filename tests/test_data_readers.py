@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from fixtures_data import (
     cifar_expected,
     idx_bytes,
@@ -25,7 +26,6 @@ from fixtures_data import (
     write_idx,
     write_mnist_folder,
 )
-
 from reglab.config import DataConfig
 from reglab.data import DATASETS, build_task
 from reglab.data import mnist as mnist_module
@@ -221,7 +221,7 @@ def test_digits_fixed_split_and_stats():
     raw = read_digits()
     assert raw.x_train.shape == (1497, 64) and raw.x_test.shape == (300, 64)
     assert raw.x_train.dtype == torch.float32
-    assert 0.0 <= raw.x_train.min() and raw.x_train.max() <= 1.0
+    assert raw.x_train.min() >= 0.0 and raw.x_train.max() <= 1.0
     assert torch.equal(raw.x_train, read_digits().x_train)  # fixed: same split every time
     assert sorted(raw.y_train.unique().tolist()) == list(range(10))
     assert float(raw.x_train.double().mean()) == pytest.approx(DIGITS_MEAN, abs=1e-6)
@@ -236,7 +236,9 @@ def test_synthetic_is_seeded_by_its_config():
     cfg = DataConfig(dataset="synthetic", synthetic={"n_train": 300, "n_test": 50, "dim": 7, "classes": 3})
     a = DATASETS.get("synthetic").load(Path("/nonexistent"), cfg=cfg)
     b = DATASETS.get("synthetic").load(Path("/nonexistent"), cfg=cfg)
-    c = DATASETS.get("synthetic").load(Path("/nonexistent"), cfg=cfg.model_copy(update={"synthetic": cfg.synthetic.model_copy(update={"seed": 1})}))
+    c = DATASETS.get("synthetic").load(
+        Path("/nonexistent"), cfg=cfg.model_copy(update={"synthetic": cfg.synthetic.model_copy(update={"seed": 1})})
+    )
     assert a.x_train.shape == (300, 7) and a.x_test.shape == (50, 7)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train)
     assert not torch.equal(a.x_train, c.x_train)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_data import make_cifar_arrays, make_mnist_arrays, write_cifar_folder, write_mnist_folder
 
+from fixtures_data import make_cifar_arrays, make_mnist_arrays, write_cifar_folder, write_mnist_folder
 from reglab.config import DataConfig
 from reglab.data import DATASETS, TaskData, build_task, random_crop_flip
 from reglab.data.tasks import flip_labels, per_class_indices, split_indices

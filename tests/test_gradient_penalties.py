@@ -4,6 +4,7 @@ finite differences on tiny float64 models."""
 from __future__ import annotations
 
 import copy
+import itertools
 from collections import OrderedDict
 
 import pytest
@@ -26,7 +27,7 @@ def make(name: str, roles=("weight",), **opts):
 def tanh_mlp(seed: int = 0, sizes=(3, 5, 4, 2)) -> nn.Sequential:
     torch.manual_seed(seed)
     layers = OrderedDict()
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers[f"fc{i}"] = nn.Linear(a, b)
         if i < len(sizes) - 2:
             layers[f"act{i}"] = nn.Tanh()
@@ -69,7 +70,11 @@ def numeric_grad(fn, model: nn.Module, eps: float = 1e-6) -> torch.Tensor:
 
 def true_grad_norm(model, x, y, roles=("weight",)) -> torch.Tensor:
     """||dL/dW|| over the weights, from plain autograd (no double backprop)."""
-    weights = [p for n, p in model.named_parameters() if n.endswith("weight")] if roles == ("weight",) else list(model.parameters())
+    weights = (
+        [p for n, p in model.named_parameters() if n.endswith("weight")]
+        if roles == ("weight",)
+        else list(model.parameters())
+    )
     loss = LOSS(model(x), y)
     grads = torch.autograd.grad(loss, weights)
     return torch.sqrt(sum((g**2).sum() for g in grads))
@@ -265,7 +270,9 @@ def test_bound_upper_bounds_nuclear_norm_and_is_tight_when_balanced():
     assert bound >= nuc
     # balanced: A = B = diag(3, 1, 0.5): 1/2 (||A||_F^2 + ||B||_F^2) = 9 + 1 + 0.25 = ||A^2||_* = 10.25
     D = torch.diag(torch.tensor([3.0, 1.0, 0.5], dtype=DT))
-    tight = make("jacobian_nuclear", split=1, method="exact").penalty(linear_seq(D, D), StepContext(0, x, None, None, None))
+    tight = make("jacobian_nuclear", split=1, method="exact").penalty(
+        linear_seq(D, D), StepContext(0, x, None, None, None)
+    )
     torch.testing.assert_close(tight, torch.tensor(10.25, dtype=DT))
     torch.testing.assert_close(tight, torch.linalg.matrix_norm(D @ D, ord="nuc"))
 
@@ -391,7 +398,7 @@ def test_non_sequential_model_is_config_error():
             super().__init__()
             self.fc = nn.Linear(2, 2)
 
-    with pytest.raises(ConfigError, match="split.*nn.Sequential"):
+    with pytest.raises(ConfigError, match=r"split.*nn\.Sequential"):
         make("jacobian_nuclear", split=1).setup(Plain())
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import small_config
 from reglab.config import LandscapeConfig
 from reglab.errors import ConfigError
 from reglab.landscape import (
@@ -25,10 +26,7 @@ from reglab.landscape import (
     read_npz,
     vtp_text,
 )
-from reglab.landscape.directions import Directions
 from reglab.models.weightnorm import apply_paper_wn
-
-from helpers import small_config
 
 
 def mse(out, y):
@@ -133,7 +131,9 @@ def test_model_restored_after_exception_mid_grid():
 
     dirs = random_directions(model, 2, "filter", seed=0)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_grid(model, dirs, x, y, F.cross_entropy, "classes", grid_axis(-1, 1, 5), grid_axis(-1, 1, 5), on_unit=boom)
+        evaluate_grid(
+            model, dirs, x, y, F.cross_entropy, "classes", grid_axis(-1, 1, 5), grid_axis(-1, 1, 5), on_unit=boom
+        )
     assert_same_state(model, before)
     assert all(m.training for m in model.modules())
     assert model[1].forward.__func__ is nn.Linear.forward  # first-layer reuse uninstalled
@@ -240,7 +240,14 @@ class ScaledInput(nn.Module):
         return self.fc2(torch.relu(self.fc1(x * self.scale)))
 
 
-@pytest.mark.parametrize("model_fn", [lambda: mlp(bn=True), ScaledInput, lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3))])
+@pytest.mark.parametrize(
+    "model_fn",
+    [
+        lambda: mlp(bn=True),
+        ScaledInput,
+        lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3)),
+    ],
+)
 def test_first_layer_reuse_equals_direct_evaluation(model_fn):
     torch.manual_seed(0)
     model = model_fn()
@@ -274,7 +281,9 @@ def test_resume_computes_only_remaining_rows(tmp_path):
     with pytest.raises(RuntimeError):
         evaluate_grid(model, dirs, x, y, F.cross_entropy, "classes", a, b, state_path=state, on_unit=stop_after_k)
     rows_done = []
-    resumed = evaluate_grid(model, dirs, x, y, F.cross_entropy, "classes", a, b, state_path=state, on_unit=lambda i, n: rows_done.append(i))
+    resumed = evaluate_grid(
+        model, dirs, x, y, F.cross_entropy, "classes", a, b, state_path=state, on_unit=lambda i, n: rows_done.append(i)
+    )
     full = evaluate_grid(model, dirs, x, y, F.cross_entropy, "classes", a, b)
     assert resumed.resumed == k * 6 and resumed.evaluated == (5 - k) * 6
     assert rows_done == list(range(k, 5))
@@ -318,7 +327,9 @@ def test_npz_metadata_round_trip(tmp_path):
     model = mlp()
     x, y = data()
     cfg = LandscapeConfig(resolution=3, examples=40, range=(-0.5, 0.5), seed=4)
-    res = landscape_for_model(model, x, y, F.cross_entropy, "classes", cfg, tmp_path, meta={"run_hash": "abc", "step": 12}, plots=False)
+    res = landscape_for_model(
+        model, x, y, F.cross_entropy, "classes", cfg, tmp_path, meta={"run_hash": "abc", "step": 12}, plots=False
+    )
     z = read_npz(res.files["npz"])
     m = z["meta"]
     assert m["range"] == [-0.5, 0.5] and m["resolution"] == 3 and m["examples"] == 40 and m["seed"] == 4
@@ -366,7 +377,13 @@ def test_pca_recovers_plane_of_planar_trajectory():
 
     # A third component: the residual is the part of the variance the plane misses.
     noisy = diffs + 0.05 * torch.randn(9, P, generator=g, dtype=torch.float64)
-    rows = [[(base + r)[off : off + math.prod(s)].reshape(s) for s, off in zip(shapes, np.cumsum([0] + [math.prod(s) for s in shapes])[:-1])] for r in noisy]
+    rows = [
+        [
+            (base + r)[off : off + math.prod(s)].reshape(s)
+            for s, off in zip(shapes, np.cumsum([0] + [math.prod(s) for s in shapes])[:-1])
+        ]
+        for r in noisy
+    ]
     _, res3 = pca_directions(final, rows, 2)
     sv = torch.linalg.svdvals(noisy) ** 2
     assert abs(res3.residual_total - float(sv[2:].sum() / sv.sum())) < 1e-10
@@ -385,9 +402,9 @@ def test_pca_degenerate_trajectory_is_an_error():
 def test_parse_landscape_overrides():
     cfg = parse_landscape_overrides(["dims=1", "analysis.landscape.range=[-2,3]", "directions=pca", "resolution=5"])
     assert cfg.dims == 1 and cfg.range == (-2.0, 3.0) and cfg.directions == "pca" and cfg.resolution == 5
-    with pytest.raises(ConfigError, match="analysis.landscape.resolutionn"):
+    with pytest.raises(ConfigError, match=r"analysis\.landscape\.resolutionn"):
         parse_landscape_overrides(["resolutionn=5"])
-    with pytest.raises(ConfigError, match="analysis.landscape.normalization"):
+    with pytest.raises(ConfigError, match=r"analysis\.landscape\.normalization"):
         parse_landscape_overrides(["normalization=bogus"])
 
 
@@ -418,7 +435,11 @@ def test_landscape_for_run_end_to_end(tmp_path):
     again = landscape_for_run(res.path, cfg)  # finished grid: nothing recomputed
     assert read_npz(again / "landscape.npz")["meta"]["points_evaluated"] == 0
 
-    one = landscape_for_run(res.path, parse_landscape_overrides(["dims=1", "resolution=7", "split=test", "examples=100"]), out_dir=tmp_path / "line")
+    one = landscape_for_run(
+        res.path,
+        parse_landscape_overrides(["dims=1", "resolution=7", "split=test", "examples=100"]),
+        out_dir=tmp_path / "line",
+    )
     assert mpimg.imread(one / "line.png").shape[0] > 300
     assert read_npz(one / "landscape.npz")["loss"].shape == (7,)
 

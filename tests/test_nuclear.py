@@ -34,7 +34,8 @@ def spectra() -> dict[str, torch.Tensor]:
         "random tall": torch.randn(200, 48, dtype=torch.float64, generator=g) * 0.05,
         "random wide": torch.randn(30, 90, dtype=torch.float64, generator=g),
         "random square": torch.randn(64, 64, dtype=torch.float64, generator=g),
-        "low rank + noise": torch.randn(150, 4, dtype=torch.float64, generator=g) @ torch.randn(4, 40, dtype=torch.float64, generator=g)
+        "low rank + noise": torch.randn(150, 4, dtype=torch.float64, generator=g)
+        @ torch.randn(4, 40, dtype=torch.float64, generator=g)
         + 1e-4 * torch.randn(150, 40, dtype=torch.float64, generator=g),
         "decaying 1 .. 1e-6": with_spectrum(120, 40, torch.logspace(0, -6, 40)),
         "repeated": with_spectrum(80, 30, torch.full((30,), 3.0)),
@@ -56,7 +57,9 @@ def test_gram_value_matches_float64_svd(name, dtype):
         assert abs(value - exact) <= max(10 * abs(lapack - exact), 1e-6 * exact)
 
 
-@pytest.mark.parametrize("name", ["random tall", "random wide", "random square", "low rank + noise", "decaying 1 .. 1e-6"])
+@pytest.mark.parametrize(
+    "name", ["random tall", "random wide", "random square", "low rank + noise", "decaying 1 .. 1e-6"]
+)
 def test_gram_gradient_is_u_vt(name):
     m = spectra()[name].clone().requires_grad_()
     gram_nuclear_norm(m).backward()
@@ -81,7 +84,7 @@ def test_rank_deficient_gradient_is_the_minimal_subgradient(dtype):
     sigma = torch.tensor([5.0, 2.0, 1.0] + [0.0] * 27)
     m = with_spectrum(60, 30, sigma).to(dtype).requires_grad_()
     gram_nuclear_norm(m).backward()
-    u, s, vh = torch.linalg.svd(m.detach().double(), full_matrices=False)
+    u, _s, vh = torch.linalg.svd(m.detach().double(), full_matrices=False)
     expected = u[:, :3] @ vh[:3]
     torch.testing.assert_close(m.grad.double(), expected, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-10)
     assert torch.linalg.matrix_norm(m.grad.double(), 2) <= 1 + 1e-5

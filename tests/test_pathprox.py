@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pydantic
 import pytest
 import torch
 from torch import nn
@@ -11,9 +12,8 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from reglab.models.structure import UnitGroup
-from reglab.regularizers import REGULARIZERS
+from reglab.regularizers import REGULARIZERS, pathprox_ops
 from reglab.regularizers import pathprox as pp
-from reglab.regularizers import pathprox_ops
 from reglab.regularizers.pathprox import (
     PathProx,
     balance_groups,
@@ -337,7 +337,7 @@ def test_units_zeroed_counts_only_units_this_step_zeroed():
     model = MLP()
     reg = make(balance=False)
     reg.setup(model)
-    g1, g2 = model.unit_groups()
+    g1, _g2 = model.unit_groups()
     with torch.no_grad():
         g1.out.weight[:, 0] = 0.0  # already dead: thresholded again, but not counted
         g1.out.weight[:, 1] *= 1e-6  # alive, far below tau: zeroed by this step
@@ -627,7 +627,7 @@ def test_per_unit_helpers_are_path_norms():
     from reglab.regularizers import path_norm
 
     assert group_path_norms is path_norm.unit_path_norms
-    for build, inputs in [(MLP, mlp_input), (CNN, cnn_input)]:
+    for build, _inputs in [(MLP, mlp_input), (CNN, cnn_input)]:
         for g in build().unit_groups():
             w = g.inp.weight.detach().reshape(g.size, -1)
             v = g.out.weight.detach().transpose(0, 1).reshape(g.size, -1)
@@ -647,9 +647,15 @@ def test_roles_other_than_weight_are_rejected():
 
 def test_options_validation():
     cls = REGULARIZERS.get("pathprox")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="algorithm"):
         cls.Options(algorithm="sgd")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="unknown"):
         cls.Options(unknown=1)
     opts = cls.Options()
-    assert (opts.algorithm, opts.regularize_bias, opts.balance, opts.compensate, opts.normalize_at_start) == ("prox", False, True, False, True)
+    assert (opts.algorithm, opts.regularize_bias, opts.balance, opts.compensate, opts.normalize_at_start) == (
+        "prox",
+        False,
+        True,
+        False,
+        True,
+    )

@@ -1,4 +1,5 @@
-"""L2-family penalties: l2, decoupled weight decay, l2_sum and l2_mul (hand values, normalizations, gradients, PaperWN)."""
+"""L2-family penalties: l2, decoupled weight decay, l2_sum and l2_mul (hand values, normalizations, gradients,
+PaperWN)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from penalty_helpers import assert_gradcheck, grads_of, make, mlp, set_weights
 from reglab.models.weightnorm import apply_paper_wn, wn_scale
 from reglab.regularizers.l2 import l2_mul
-
-from penalty_helpers import assert_gradcheck, grads_of, make, mlp, set_weights
 
 # ----------------------------------------------------------------------------------------------
 # l2 and decoupled weight decay

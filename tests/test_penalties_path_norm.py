@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from penalty_helpers import assert_gradcheck, make, mlp, set_weights
 from reglab.models.structure import UnitGroup
 from reglab.regularizers.path_norm import unit_path_norms
-
-from penalty_helpers import assert_gradcheck, make, mlp, set_weights
 
 # ----------------------------------------------------------------------------------------------
 # path norm

@@ -1,14 +1,14 @@
-"""Penalty registry and option validation: registered names, unknown/bad options, roles checks and prefixed config errors."""
+"""Penalty registry and option validation: registered names, unknown/bad options, roles checks and prefixed config
+errors."""
 
 from __future__ import annotations
 
 import pytest
 
+from penalty_helpers import make
 from reglab.config import RegularizerConfig
 from reglab.errors import ConfigError
 from reglab.regularizers import REGULARIZERS, build_regularizer
-
-from penalty_helpers import make
 
 # ----------------------------------------------------------------------------------------------
 # registry and option validation
@@ -68,7 +68,17 @@ def test_weight_layer_penalties_reject_other_roles():
         make("path_energy", state="global", roles=["weight", "bias"])
 
 
-ROLE_CHECKED = ["l2_sum", "l2_mul", "frobenius", "nuclear_norm", "spectral_energy", "graph_energy", "path_energy", "path_norm", "pathprox"]
+ROLE_CHECKED = [
+    "l2_sum",
+    "l2_mul",
+    "frobenius",
+    "nuclear_norm",
+    "spectral_energy",
+    "graph_energy",
+    "path_energy",
+    "path_norm",
+    "pathprox",
+]
 
 
 @pytest.mark.parametrize("name", ROLE_CHECKED)
@@ -96,7 +106,11 @@ def test_prefixed_keeps_an_already_prefixed_field():
     err = ConfigError("regularizers.0.roles", "bad", ["[weight]"])
     assert prefixed(err, "regularizers.0") is err
     moved = prefixed(ConfigError("roles", "bad roles", ["[weight]"]), "regularizers.2")
-    assert (moved.field, str(moved), moved.allowed) == ("regularizers.2.roles", "regularizers.2.roles: bad roles (allowed: [weight])", ["[weight]"])
+    assert (moved.field, str(moved), moved.allowed) == (
+        "regularizers.2.roles",
+        "regularizers.2.roles: bad roles (allowed: [weight])",
+        ["[weight]"],
+    )
     plain = prefixed(ConfigError("split", "too large"), "regularizers.0")
     assert (plain.field, str(plain), plain.allowed) == ("regularizers.0.split", "regularizers.0.split: too large", None)
 

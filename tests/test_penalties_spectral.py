@@ -1,7 +1,9 @@
-"""Spectral penalties: frobenius, nuclear norm, spectral energy and graph energy (values, dense vs bipartite SVD, gradients)."""
+"""Spectral penalties: frobenius, nuclear norm, spectral energy and graph energy (values, dense vs bipartite SVD,
+gradients)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -9,9 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from reglab.regularizers.graph_energy import biadjacency, biadjacency_transposed, graph_energy, layered_adjacency
-
 from penalty_helpers import assert_gradcheck, make, mlp, set_weights, small_cnn
+from reglab.regularizers.graph_energy import biadjacency, biadjacency_transposed, graph_energy, layered_adjacency
 
 # ----------------------------------------------------------------------------------------------
 # frobenius, nuclear norm, spectral energy
@@ -124,7 +125,7 @@ def test_graph_energy_rejects_unsupported_models():
 
 def random_chain(widths, seed: int) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, a, dtype=torch.float64, generator=g) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    return [torch.randn(b, a, dtype=torch.float64, generator=g) for a, b in itertools.pairwise(widths)]
 
 
 @pytest.mark.parametrize(

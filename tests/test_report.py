@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import small_config
 from PIL import Image
 
+from helpers import small_config
 from reglab.errors import UserError
 from reglab.report import build_report
 from reglab.report.data import make_labels
@@ -41,11 +41,25 @@ def fabricate_analysis(run_dir: Path, i: int) -> None:
     a = run_dir / "analysis"
     (a / "landscape").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(i)
-    np.savez(a / "margins.npz", **{f"{sp}/{k}": rng.normal(0.5, 1.0, 50) for sp in ("train", "val", "test") for k in ("raw", "norm_one")})
+    np.savez(
+        a / "margins.npz",
+        **{f"{sp}/{k}": rng.normal(0.5, 1.0, 50) for sp in ("train", "val", "test") for k in ("raw", "norm_one")},
+    )
     layers = [("layers.0", 32, 20), ("layers.1", 4, 32)]
     rows = [
-        dict(layer=n, rows=r, cols=c, rank_rel=min(r, c) - i % 2, rank_numerical=min(r, c), effective_rank=0.6 * min(r, c) + 0.1 * i,
-             stable_rank=2.0 + 0.1 * i, spectral_norm=2.0, nuclear_norm=9.0, frobenius_norm=3.0, step=24)
+        dict(
+            layer=n,
+            rows=r,
+            cols=c,
+            rank_rel=min(r, c) - i % 2,
+            rank_numerical=min(r, c),
+            effective_rank=0.6 * min(r, c) + 0.1 * i,
+            stable_rank=2.0 + 0.1 * i,
+            spectral_norm=2.0,
+            nuclear_norm=9.0,
+            frobenius_norm=3.0,
+            step=24,
+        )
         for n, r, c in layers
     ]
     pd.DataFrame(rows).to_csv(a / "ranks.csv", index=False)
@@ -54,7 +68,9 @@ def fabricate_analysis(run_dir: Path, i: int) -> None:
             for r in rows:
                 fh.write(json.dumps({**r, "step": step, "effective_rank": r["effective_rank"] + 0.01 * step}) + "\n")
     np.savez(a / "singular_values.npz", **{n: np.sort(rng.random(min(r, c)))[::-1] for n, r, c in layers})
-    (a / "sparsity.json").write_text(json.dumps({"active_units_pct": 100.0 - 3 * i, "active_units": 32 - i, "units": 32}))
+    (a / "sparsity.json").write_text(
+        json.dumps({"active_units_pct": 100.0 - 3 * i, "active_units": 32 - i, "units": 32})
+    )
     al = np.linspace(-1, 1, 5)
     loss = al[:, None] ** 2 + al[None, :] ** 2
     meta = json.dumps({"dims": 2, "directions": "random", "normalization": "filter", "split": "train"})
@@ -129,7 +145,18 @@ def test_report_sections_and_embedded_pngs(full_report: Path):
     p = parse(full_report)
     html = full_report.read_text(encoding="utf-8")
     assert "<title>Test sweep</title>" in html
-    for sec in ("overview", "settings", "metrics", "curves", "lambda", "measurements", "margins", "ranks", "sparsity", "landscape"):
+    for sec in (
+        "overview",
+        "settings",
+        "metrics",
+        "curves",
+        "lambda",
+        "measurements",
+        "margins",
+        "ranks",
+        "sparsity",
+        "landscape",
+    ):
         assert sec in p.sections, sec
     assert "missing" not in p.sections
     # self-contained: no script, no external resources
@@ -138,7 +165,18 @@ def test_report_sections_and_embedded_pngs(full_report: Path):
     assert all(link.startswith("data:") for link in p.links)
     figs = manifest(full_report)["figures"]
     names = {f["name"] for f in figs}
-    for expected in ("curves_loss", "curves_acc", "final_test_acc", "lambda_l2", "measurements", "margins", "ranks", "ranks_during", "spectra", "active_units"):
+    for expected in (
+        "curves_loss",
+        "curves_acc",
+        "final_test_acc",
+        "lambda_l2",
+        "measurements",
+        "margins",
+        "ranks",
+        "ranks_during",
+        "spectra",
+        "active_units",
+    ):
         assert expected in names, expected
     assert any(n.startswith("landscape_") for n in names)
     assert len(p.imgs) == len(figs)
@@ -193,12 +231,24 @@ def _fake_run(root: Path, name: str, seed: int, lr: float, test_acc: float, stat
     d = root / name
     d.mkdir(parents=True)
     canonical = {"seed": seed, "optim": {"lr": lr, "name": "sgd"}, "model": {"name": "mlp"}, "regularizers": []}
-    (d / "config.json").write_text(json.dumps({"hash": name, "canonical": canonical, "config": {**canonical, "name": "known"}}))
+    (d / "config.json").write_text(
+        json.dumps({"hash": name, "canonical": canonical, "config": {**canonical, "name": "known"}})
+    )
     final = {"step": 10, "epoch": 1.0, "train_loss": 0.5, "train_acc": 0.9, "test_loss": 0.6, "test_acc": test_acc}
     if status == "diverged":
         final = {k: (math.nan if k not in ("step", "epoch") else v) for k, v in final.items()}
     (d / "summary.json").write_text(json.dumps({"status": status, "final": final, "steps": 10, "epochs": 1.0}))
-    rows = [{"step": s, "epoch": s / 10, "train_loss": 1.0 - 0.05 * s, "train_acc": 0.5 + 0.04 * s, "test_loss": 1.1 - 0.05 * s, "test_acc": test_acc * s / 10} for s in range(11)]
+    rows = [
+        {
+            "step": s,
+            "epoch": s / 10,
+            "train_loss": 1.0 - 0.05 * s,
+            "train_acc": 0.5 + 0.04 * s,
+            "test_loss": 1.1 - 0.05 * s,
+            "test_acc": test_acc * s / 10,
+        }
+        for s in range(11)
+    ]
     (d / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (d / "DONE").write_text("")
 
@@ -298,13 +348,30 @@ def test_report_write_is_atomic(known_root, tmp_path, monkeypatch):
 def test_labels_are_short_and_distinct():
     axes = ["optim.lr", "regularizers.0.lam", "regularizers.0.name", "regularizers.0.roles"]
     values = [
-        {"optim.lr": 0.1, "regularizers.0.lam": math.nan, "regularizers.0.name": math.nan, "regularizers.0.roles": math.nan},
-        {"optim.lr": 0.1, "regularizers.0.lam": 0.001, "regularizers.0.name": "l2", "regularizers.0.roles": ("weight",)},
-        {"optim.lr": 0.01, "regularizers.0.lam": 1e-4, "regularizers.0.name": "l2_mul", "regularizers.0.roles": ("weight",)},
+        {
+            "optim.lr": 0.1,
+            "regularizers.0.lam": math.nan,
+            "regularizers.0.name": math.nan,
+            "regularizers.0.roles": math.nan,
+        },
+        {
+            "optim.lr": 0.1,
+            "regularizers.0.lam": 0.001,
+            "regularizers.0.name": "l2",
+            "regularizers.0.roles": ("weight",),
+        },
+        {
+            "optim.lr": 0.01,
+            "regularizers.0.lam": 1e-4,
+            "regularizers.0.name": "l2_mul",
+            "regularizers.0.roles": ("weight",),
+        },
     ]
     assert make_labels(values, axes) == ["no regularizer, lr=0.1", "l2 λ=0.001, lr=0.1", "l2_mul λ=0.0001, lr=0.01"]
     # clashing tails keep enough of the dotted name
-    labels = make_labels([{"data.seed": 1, "model.seed": 2}, {"data.seed": 3, "model.seed": 2}], ["data.seed", "model.seed"])
+    labels = make_labels(
+        [{"data.seed": 1, "model.seed": 2}, {"data.seed": 3, "model.seed": 2}], ["data.seed", "model.seed"]
+    )
     assert labels == ["data.seed=1, model.seed=2", "data.seed=3, model.seed=2"]
     assert make_labels([{}], []) == ["all runs"]
 

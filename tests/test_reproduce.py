@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from reglab.aggregate import aggregate_seeds
-from reglab.report_table import format_mean_ci
 from reglab.config import canonical_dict
+from reglab.report_table import format_mean_ci
 from reglab.reproduce import PRESET_DIR, SCALES, STUDIES, check_claim, load_preset, setting_label
 from reglab.results import _flatten
 from reglab.sweep import expand
@@ -27,7 +27,9 @@ def test_preset_expands_and_claim_names_existing_settings(study, scale):
         names = [claim[side]] if isinstance(claim[side], str) else claim[side]
         assert set(names) <= labels, (side, set(names) - labels, sorted(labels))
     # at least 3 seeds per setting
-    per_setting = pd.Series([setting_label(_flatten(canonical_dict(r.config)), meta["setting"]) for r in runs]).value_counts()
+    per_setting = pd.Series(
+        [setting_label(_flatten(canonical_dict(r.config)), meta["setting"]) for r in runs]
+    ).value_counts()
     assert per_setting.min() >= 3
 
 
@@ -73,13 +75,22 @@ def test_identical_seeds_have_exactly_zero_spread():
     assert agg.loc["A", "m_std"] == 0.0 and agg.loc["A", "m_ci95"] == 0.0
     assert agg.loc["B", "m_std"] == pytest.approx(0.1)
     assert format_mean_ci(agg.loc["A", "m_mean"], agg.loc["A", "m_ci95"], 100) == "97.00 ± 0.00"
-    res = check_claim(agg.reset_index(), {"text": "t", "metric": "m", "expect": "greater", "a": ["A"], "b": ["B"]},
-                      runs=_runs([0.97, 0.97, 0.97], [0.87, 0.87, 0.87]))
+    res = check_claim(
+        agg.reset_index(),
+        {"text": "t", "metric": "m", "expect": "greater", "a": ["A"], "b": ["B"]},
+        runs=_runs([0.97, 0.97, 0.97], [0.87, 0.87, 0.87]),
+    )
     assert res.diff_ci == 0.0
 
 
 def test_claim_best_of_several_settings_and_missing_setting():
-    df = pd.DataFrame([{"setting": s, "seed": i, "m": v} for s, vals in {"A": [5, 5, 5], "B1": [1, 1, 1], "B2": [7, 7, 7]}.items() for i, v in enumerate(vals)])
+    df = pd.DataFrame(
+        [
+            {"setting": s, "seed": i, "m": v}
+            for s, vals in {"A": [5, 5, 5], "B1": [1, 1, 1], "B2": [7, 7, 7]}.items()
+            for i, v in enumerate(vals)
+        ]
+    )
     agg = aggregate_seeds(df, ["m"], by=["setting"])
     res = check_claim(agg, {"text": "t", "metric": "m", "expect": "greater", "a": ["A"], "b": ["B1", "B2"]}, runs=df)
     assert res.b == "B2" and res.reproduced is False
@@ -91,8 +102,20 @@ def test_reproduce_energy_end_to_end_on_real_mnist(real_data_dir, tmp_path):
     from reglab.cli import cli
 
     out = tmp_path / "runs"
-    args = ["reproduce", "energy", "-o", str(out), "-j", "1", "--data-dir", str(real_data_dir),
-            "train.iterations=15", "data.train_limit=1000", "data.test_limit=500", "seed=0,1,2"]
+    args = [
+        "reproduce",
+        "energy",
+        "-o",
+        str(out),
+        "-j",
+        "1",
+        "--data-dir",
+        str(real_data_dir),
+        "train.iterations=15",
+        "data.train_limit=1000",
+        "data.test_limit=500",
+        "seed=0,1,2",
+    ]
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "claim: the nuclear-norm penalty" in r.output
@@ -100,5 +123,12 @@ def test_reproduce_energy_end_to_end_on_real_mnist(real_data_dir, tmp_path):
     summary = (out / "sweeps" / "energy-quick.summary.md").read_text()
     assert "nuclear_norm" in summary and "claim:" in summary
     agg = pd.read_csv(out / "sweeps" / "energy-quick.summary.csv")
-    assert set(agg["setting"]) == {"none", "spectral_energy", "nuclear_norm", "frobenius", "graph_energy", "path_energy"}
+    assert set(agg["setting"]) == {
+        "none",
+        "spectral_energy",
+        "nuclear_norm",
+        "frobenius",
+        "graph_energy",
+        "path_energy",
+    }
     assert (agg["n"] == 3).all()

@@ -31,7 +31,9 @@ print(tuned, default, after)
 def probe(env_extra: dict) -> tuple[bool, int, int]:
     env = dict(os.environ, **env_extra)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0] == "True", int(out[1]), int(out[2])
 
 
@@ -44,5 +46,5 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
 
 
 def test_can_be_turned_off():
-    tuned, default, after = probe({"REGLAB_KEEP_FREED_MEMORY": "0"})
+    tuned, _default, _after = probe({"REGLAB_KEEP_FREED_MEMORY": "0"})
     assert not tuned

@@ -51,12 +51,28 @@ def test_registered():
 def test_defaults():
     s = make("autol2")
     o = s.options
-    assert (o.every, o.factor, o.delay, o.threshold, o.min_lam, o.max_lam, o.compat) == (10, 10.0, 0.1, 0.0, None, None, False)
+    assert (o.every, o.factor, o.delay, o.threshold, o.min_lam, o.max_lam, o.compat) == (
+        10,
+        10.0,
+        0.1,
+        0.0,
+        None,
+        None,
+        False,
+    )
 
 
 @pytest.mark.parametrize(
     "opts",
-    [{"every": 0}, {"factor": 1.0}, {"factor": 0.5}, {"threshold": -1.0}, {"delay": -0.1}, {"min_lam": 0.1, "max_lam": 0.01}, {"bogus": 1}],
+    [
+        {"every": 0},
+        {"factor": 1.0},
+        {"factor": 0.5},
+        {"threshold": -1.0},
+        {"delay": -0.1},
+        {"min_lam": 0.1, "max_lam": 0.01},
+        {"bogus": 1},
+    ],
 )
 def test_invalid_options(opts):
     with pytest.raises(ConfigError):

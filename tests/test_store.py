@@ -7,10 +7,9 @@ import os
 import pytest
 import torch
 
+from helpers import small_config
 from reglab.store import RunDir
 from reglab.train import run
-
-from helpers import small_config
 
 
 def _count_fsyncs(monkeypatch) -> list[int]:
@@ -37,7 +36,9 @@ def test_sync_false_writes_the_same_files_without_fsync(tmp_path, monkeypatch):
     assert calls == []
     for name in ("config.json", "steps.jsonl", "summary.json", "DONE"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert RunDir(tmp_path / "b").load_checkpoint("last") == RunDir(tmp_path / "a").load_checkpoint("last") == {"step": 0}
+    assert (
+        RunDir(tmp_path / "b").load_checkpoint("last") == RunDir(tmp_path / "a").load_checkpoint("last") == {"step": 0}
+    )
 
 
 def test_a_checkpoint_cut_short_by_a_crash_counts_as_none_and_the_run_starts_over(tmp_path):
@@ -58,4 +59,6 @@ def test_a_checkpoint_cut_short_by_a_crash_counts_as_none_and_the_run_starts_ove
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
     assert strip(RunDir(again.path).evals()) == strip(ref.evals())
     assert [r["step"] for r in RunDir(again.path).steps()] == [r["step"] for r in ref.steps()]
-    torch.testing.assert_close(RunDir(again.path).load_checkpoint("final")["model"], ref.load_checkpoint("final")["model"])
+    torch.testing.assert_close(
+        RunDir(again.path).load_checkpoint("final")["model"], ref.load_checkpoint("final")["model"]
+    )

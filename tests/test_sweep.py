@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import SMALL, _Fault
 from reglab.cli import cli
 from reglab.errors import ConfigError
 from reglab.results import load_evals, load_runs
 from reglab.store import RunDir
 from reglab.sweep import build_spec, expand, run_sweep
 from reglab.sweep.grid import split_top_level
-
-from helpers import SMALL, _Fault
 
 
 def axes_of(runs):
@@ -31,7 +30,7 @@ def axes_of(runs):
 
 
 def test_yaml_lists_are_axes_but_list_fields_need_lists_of_lists(tmp_path):
-    spec = build_spec(None, SMALL + ["optim.lr=0.1,0.01", "seed=0,1,2"])
+    spec = build_spec(None, [*SMALL, "optim.lr=0.1,0.01", "seed=0,1,2"])
     spec["model"]["widths"] = [[20, 8, 4], [20, 16, 4]]
     runs = expand(spec)
     assert len(runs) == 2 * 3 * 2
@@ -42,18 +41,21 @@ def test_yaml_lists_are_axes_but_list_fields_need_lists_of_lists(tmp_path):
 
 
 def test_axes_inside_regularizers_and_over_regularizer_sets():
-    spec = build_spec(None, SMALL + ["regularizers=[{name: l2_mul, lam: [0.1, 0.01], depth_normalization: [none, geometric]}]"])
+    spec = build_spec(
+        None, [*SMALL, "regularizers=[{name: l2_mul, lam: [0.1, 0.01], depth_normalization: [none, geometric]}]"]
+    )
     runs = expand(spec)
     assert len(runs) == 4
-    assert {(r.config.regularizers[0].lam, r.config.regularizers[0].model_extra["depth_normalization"]) for r in runs} == {
-        (0.1, "none"), (0.1, "geometric"), (0.01, "none"), (0.01, "geometric")}
-    spec = build_spec(None, SMALL + ["regularizers=[],[{name: l2, lam: 0.1}]"])
+    assert {
+        (r.config.regularizers[0].lam, r.config.regularizers[0].model_extra["depth_normalization"]) for r in runs
+    } == {(0.1, "none"), (0.1, "geometric"), (0.01, "none"), (0.01, "geometric")}
+    spec = build_spec(None, [*SMALL, "regularizers=[],[{name: l2, lam: 0.1}]"])
     runs = expand(spec)
     assert sorted(len(r.config.regularizers) for r in runs) == [0, 1]
 
 
 def test_variants_write_study1_structure_without_listing_runs():
-    spec = build_spec(None, SMALL + ["seed=0,1"])
+    spec = build_spec(None, [*SMALL, "seed=0,1"])
     spec["variants"] = [
         {"regularizers": [{"name": "l2_sum", "lam": [0.1, 0.01], "depth_normalization": ["none", "mean"]}]},
         {"regularizers": [{"name": "l2_mul", "lam": [0.1, 0.01], "depth_normalization": ["none", "geometric"]}]},
@@ -67,7 +69,7 @@ def test_variants_write_study1_structure_without_listing_runs():
 
 
 def test_duplicate_runs_are_run_once():
-    spec = build_spec(None, SMALL + ["optim.lr=0.1,0.1"])
+    spec = build_spec(None, [*SMALL, "optim.lr=0.1,0.1"])
     assert len(expand(spec)) == 1
 
 
@@ -83,15 +85,17 @@ def test_invalid_axis_value_fails_before_any_run_naming_the_value(tmp_path):
     assert r.exit_code == 2, r.output
     assert "optim.lr" in r.output and "-1" in r.output
     assert not out.exists() or not any(p for p in out.rglob("*") if p.is_file())
-    with pytest.raises(ConfigError, match="regularizers.0.name"):
-        expand(build_spec(None, SMALL + ["regularizers=[{name: l2, lam: 0.1}],[{name: nope, lam: 0.1}]"]))
+    with pytest.raises(ConfigError, match=r"regularizers\.0\.name"):
+        expand(build_spec(None, [*SMALL, "regularizers=[{name: l2, lam: 0.1}],[{name: nope, lam: 0.1}]"]))
 
 
 # ----------------------------------------------------------------------------- execution
 
 
 def test_sweep_runs_skips_done_and_records_failures(tmp_path):
-    spec = build_spec(None, SMALL + ["seed=0,1", "regularizers=[],[{name: _test_fault, lam: 1.0}]", f"output={tmp_path}"])
+    spec = build_spec(
+        None, [*SMALL, "seed=0,1", "regularizers=[],[{name: _test_fault, lam: 1.0}]", f"output={tmp_path}"]
+    )
     runs = expand(spec)
     _Fault.raise_at = 3
     try:
@@ -108,7 +112,7 @@ def test_sweep_runs_skips_done_and_records_failures(tmp_path):
 
 
 def test_process_pool_and_submitit_local_give_the_same_results(tmp_path):
-    spec = build_spec(None, SMALL + ["seed=0,1", "optim.lr=0.1,0.05"])
+    spec = build_spec(None, [*SMALL, "seed=0,1", "optim.lr=0.1,0.05"])
     runs = expand(spec)
     run_sweep("ref", tmp_path / "inline", spec, runs, live=False)
     res = run_sweep("p", tmp_path / "pool", spec, runs, executor="process", jobs=2, live=False)
@@ -127,13 +131,34 @@ def test_process_pool_and_submitit_local_give_the_same_results(tmp_path):
 
 # Runs long enough (~1-3 s each) to be killed in the middle, with a checkpoint every epoch.
 SLOW = [
-    "data.dataset=synthetic", "data.synthetic.n_train=8192", "data.synthetic.n_test=256", "data.synthetic.dim=20",
-    "model.widths=[20,256,4]", "train.batch_size=32", "train.epochs=4", "train.progress=false",
+    "data.dataset=synthetic",
+    "data.synthetic.n_train=8192",
+    "data.synthetic.n_test=256",
+    "data.synthetic.dim=20",
+    "model.widths=[20,256,4]",
+    "train.batch_size=32",
+    "train.epochs=4",
+    "train.progress=false",
 ]
 
 
 def _sweep_cmd(root: Path, name: str) -> list[str]:
-    return [sys.executable, "-m", "reglab.cli", "sweep", *SLOW, "seed=0,1,2", "--output", str(root), "--name", name, "-j", "1", "--vectorize", "off"]
+    return [
+        sys.executable,
+        "-m",
+        "reglab.cli",
+        "sweep",
+        *SLOW,
+        "seed=0,1,2",
+        "--output",
+        str(root),
+        "--name",
+        name,
+        "-j",
+        "1",
+        "--vectorize",
+        "off",
+    ]
 
 
 def _env():
@@ -206,7 +231,7 @@ def test_two_sweeps_on_one_root_at_once_corrupt_nothing(tmp_path, reference):
 
 
 def test_vectorized_sweep_matches_one_by_one_and_reports_its_plan(tmp_path, capsys):
-    spec = build_spec(None, SMALL + ["seed=0,1,2", "regularizers=[{name: l2, lam: [0.01, 0.001]}]"])
+    spec = build_spec(None, [*SMALL, "seed=0,1,2", "regularizers=[{name: l2, lam: [0.01, 0.001]}]"])
     runs = expand(spec)
     run_sweep("one", tmp_path / "one", spec, runs, live=False, vectorize="off")
     res = run_sweep("vec", tmp_path / "vec", spec, runs, live=False, vectorize="auto")
@@ -218,7 +243,7 @@ def test_vectorized_sweep_matches_one_by_one_and_reports_its_plan(tmp_path, caps
 
     pd.testing.assert_frame_equal(a, b, rtol=1e-5, atol=1e-6)
     # batch norm cannot be grouped: the plan says so and the runs train one by one
-    spec = build_spec(None, SMALL + ["seed=0,1", "model.batch_norm=true"])
+    spec = build_spec(None, [*SMALL, "seed=0,1", "model.batch_norm=true"])
     res = run_sweep("bn", tmp_path / "bn", spec, expand(spec), live=False, vectorize="auto")
     assert res.count("done") == 2
     assert "batch norm" in capsys.readouterr().out
@@ -244,15 +269,34 @@ def _alive(pid: int) -> bool:
 def test_pool_workers_exit_when_the_sweep_is_killed(tmp_path):
     """A SIGKILLed sweep leaves no worker training on (it would hold its run's lock)."""
     root = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "reglab.cli", "sweep", *SLOW, "train.epochs=2", "seed=0,1", "--output", str(root), "--name", "k",
-           "-j", "2", "--executor", "process", "--vectorize", "off"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "reglab.cli",
+        "sweep",
+        *SLOW,
+        "train.epochs=2",
+        "seed=0,1",
+        "--output",
+        str(root),
+        "--name",
+        "k",
+        "-j",
+        "2",
+        "--executor",
+        "process",
+        "--vectorize",
+        "off",
+    ]
     hashes = [r.hash for r in expand(build_spec(None, [*SLOW, "train.epochs=2", "seed=0,1", f"output={root}"]))]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     workers: set[int] = set()
     while time.time() < deadline and not any((root / h / "steps.jsonl").exists() for h in hashes):
         time.sleep(0.05)
-    workers = {c for c in _children(proc.pid) if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")}
+    workers = {
+        c for c in _children(proc.pid) if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+    }
     assert workers, "no pool worker found"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 
+from helpers import _Fault, small_config
 from reglab import train as train_mod
 from reglab.results import load_evals, load_runs
 from reglab.store import RunDir
 from reglab.train import run
-
-from helpers import _Fault, small_config
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +26,15 @@ def test_run_writes_every_file(tmp_path):
     res = run(cfg)
     rd = RunDir(res.path)
     assert res.status == "done" and rd.done
-    for name in ("config.json", "steps.jsonl", "evals.jsonl", "summary.json", "checkpoints/final.pt", "checkpoints/best.pt", "DONE"):
+    for name in (
+        "config.json",
+        "steps.jsonl",
+        "evals.jsonl",
+        "summary.json",
+        "checkpoints/final.pt",
+        "checkpoints/best.pt",
+        "DONE",
+    ):
         assert (res.path / name).exists(), name
     steps = rd.steps()
     # 256 examples / batch 32 = 8 steps an epoch, 2 epochs, every step logged.
@@ -135,11 +142,21 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, extra):
 
 
 def test_lr_schedules_follow_their_formulas(tmp_path):
-    res = run(small_config(tmp_path, "lr_schedule.name=multistep", "lr_schedule.milestones=[1]", "lr_schedule.gamma=0.5"))
+    res = run(
+        small_config(tmp_path, "lr_schedule.name=multistep", "lr_schedule.milestones=[1]", "lr_schedule.gamma=0.5")
+    )
     lrs = {r["step"]: r["lr"] for r in RunDir(res.path).steps()}
     assert lrs[0] == pytest.approx(0.1) and lrs[7] == pytest.approx(0.1)
     assert lrs[8] == pytest.approx(0.05) and lrs[15] == pytest.approx(0.05)
-    res = run(small_config(tmp_path, "lr_schedule.name=cosine", "lr_schedule.unit=iteration", "lr_schedule.eta_min=0.01", "train.epochs=1"))
+    res = run(
+        small_config(
+            tmp_path,
+            "lr_schedule.name=cosine",
+            "lr_schedule.unit=iteration",
+            "lr_schedule.eta_min=0.01",
+            "train.epochs=1",
+        )
+    )
     lrs = [r["lr"] for r in RunDir(res.path).steps()]
     import math
 
@@ -163,7 +180,7 @@ def test_penalty_enters_the_loss_and_the_gradient(tmp_path):
 
     def weight_sq(path):
         sd = torch.load(RunDir(path).ckpt("final"), weights_only=True)["model"]
-        return sum(float((v ** 2).sum()) for k, v in sd.items() if k.endswith("weight"))
+        return sum(float((v**2).sum()) for k, v in sd.items() if k.endswith("weight"))
 
     assert weight_sq(reg.path) < 0.7 * weight_sq(plain.path)
     assert reg.summary["final"]["l2.penalty"] == pytest.approx(weight_sq(reg.path), rel=1e-4)
@@ -188,7 +205,9 @@ def test_autol2_measures_on_its_cadence_through_the_trainer(tmp_path, monkeypatc
 
     seen = []
     real = AutoL2.observe
-    monkeypatch.setattr(AutoL2, "observe", lambda self, step, metrics: (seen.append(step), real(self, step, metrics))[1])
+    monkeypatch.setattr(
+        AutoL2, "observe", lambda self, step, metrics: (seen.append(step), real(self, step, metrics))[1]
+    )
     regs = f"regularizers=[{{name: l2, lam: 0.1, schedule: {{name: autol2, every: 3, compat: {str(compat).lower()}}}}}]"
     run(small_config(tmp_path, regs))
     assert seen == expected
@@ -220,7 +239,10 @@ def _final_weights(res):
         # Adam + decoupled decay is AdamW (which decays the pre-step weights)
         (["optim.name=adam", "optim.lr=0.01"], ["optim.name=adamw", "optim.lr=0.01", "optim.weight_decay=0.5"]),
         # plain SGD: the decay before the step is the gradient of (lam/2) sum ||p||^2
-        (["optim.momentum=0.0"], ["optim.momentum=0.0", "regularizers=[{name: l2, lam: 0.5, half: true, roles: [weight, bias]}]"]),
+        (
+            ["optim.momentum=0.0"],
+            ["optim.momentum=0.0", "regularizers=[{name: l2, lam: 0.5, half: true, roles: [weight, bias]}]"],
+        ),
     ],
     ids=["adam_is_adamw", "sgd_is_half_l2"],
 )

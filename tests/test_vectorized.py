@@ -14,14 +14,12 @@ import math
 import pytest
 import torch
 
+from helpers import _Fault, small_config
 from reglab.config import config_hash
 from reglab.store import RunDir
 from reglab.sweep.grid import PlannedRun
 from reglab.train import run
-from reglab.vectorized import describe_plan, plan_groups, train_group
-from reglab.vectorized import grouping
-
-from helpers import _Fault, small_config
+from reglab.vectorized import describe_plan, grouping, plan_groups, train_group
 
 RTOL, ATOL = 1e-5, 1e-6
 NO_ANALYSIS = ["analysis.margins=false", "analysis.spectra=false", "analysis.sparsity=false"]
@@ -62,7 +60,9 @@ def assert_rows_close(a: list[dict], b: list[dict], where: str) -> None:
                 continue
             va, vb = ra[k], rb[k]
             if isinstance(va, float) and isinstance(vb, float) and not (math.isfinite(va) and math.isfinite(vb)):
-                assert (math.isnan(va) and math.isnan(vb)) or va == vb, f"{where} step {ra.get('step')} {k}: {va} vs {vb}"
+                assert (math.isnan(va) and math.isnan(vb)) or va == vb, (
+                    f"{where} step {ra.get('step')} {k}: {va} vs {vb}"
+                )
             elif isinstance(va, (int, float)) and not isinstance(va, bool):
                 assert va == pytest.approx(vb, rel=RTOL, abs=ATOL), f"{where} step {ra.get('step')} {k}: {va} vs {vb}"
             else:
@@ -136,10 +136,16 @@ def test_one_seed_shares_the_batch_and_equals_one_by_one(tmp_path, case, monkeyp
 
     calls = []
     real = VmappedStep.__call__
-    monkeypatch.setattr(VmappedStep, "__call__", lambda self, *a, shared=False, **k: (calls.append(shared), real(self, *a, shared=shared, **k))[1])
+    monkeypatch.setattr(
+        VmappedStep,
+        "__call__",
+        lambda self, *a, shared=False, **k: (calls.append(shared), real(self, *a, shared=shared, **k))[1],
+    )
     regs, opt = CASES[case]
     lr0, opt = _opt(opt, 0.1)
-    runs = planned(tmp_path, [(4, lr0, 3e-3), (4, lr0 / 2, 3e-2), (4, lr0, 0.0)], f"regularizers={regs}", *opt, *NO_ANALYSIS)
+    runs = planned(
+        tmp_path, [(4, lr0, 3e-3), (4, lr0 / 2, 3e-2), (4, lr0, 0.0)], f"regularizers={regs}", *opt, *NO_ANALYSIS
+    )
     compare_group_with_alone(tmp_path, runs)
     assert calls and all(calls)
 
@@ -159,18 +165,32 @@ def test_lambda_schedules_per_model(tmp_path, sched):
 
 def test_lr_schedule_and_two_regularizers(tmp_path):
     regs = "[{name: l2, lam: LAM}, {name: decoupled_weight_decay, lam: LAM}]"
-    runs = planned(tmp_path, [(0, 0.1, 1e-3), (3, 0.2, 1e-2)], f"regularizers={regs}",
-                   "lr_schedule.name=cosine", "lr_schedule.unit=iteration", *NO_ANALYSIS)
+    runs = planned(
+        tmp_path,
+        [(0, 0.1, 1e-3), (3, 0.2, 1e-2)],
+        f"regularizers={regs}",
+        "lr_schedule.name=cosine",
+        "lr_schedule.unit=iteration",
+        *NO_ANALYSIS,
+    )
     compare_group_with_alone(tmp_path, runs)
 
 
 def test_run_directories_identical_in_structure(tmp_path):
-    runs = planned(tmp_path, [(0, 0.1, 1e-3), (1, 0.1, 1e-2)], "regularizers=[{name: pathprox, lam: LAM}]",
-                   "train.snapshot_every=1", "optim.momentum=0.9")
+    runs = planned(
+        tmp_path,
+        [(0, 0.1, 1e-3), (1, 0.1, 1e-2)],
+        "regularizers=[{name: pathprox, lam: LAM}]",
+        "train.snapshot_every=1",
+        "optim.momentum=0.9",
+    )
     compare_group_with_alone(tmp_path, runs)
     for r in runs:
         g, a = tmp_path / "group" / r.hash, tmp_path / "alone" / r.hash
-        files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != ".lock")
+
+        def files(d):
+            return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != ".lock")
+
         assert files(g) == files(a)
         assert "DONE" in files(g) and "analysis/margins.npz" in files(g)
         sg, sa = RunDir(g).read_summary(), RunDir(a).read_summary()
@@ -219,8 +239,12 @@ def test_per_model_divergence(tmp_path):
 
 
 def test_interrupted_group_resumes_like_uninterrupted(tmp_path, monkeypatch):
-    over = ["train.epochs=3", "regularizers=[{name: _test_fault, lam: 1.0}, {name: path_energy, lam: LAM}]",
-            "optim.name=adam", *NO_ANALYSIS]
+    over = [
+        "train.epochs=3",
+        "regularizers=[{name: _test_fault, lam: 1.0}, {name: path_energy, lam: LAM}]",
+        "optim.name=adam",
+        *NO_ANALYSIS,
+    ]
     variants = [(0, 0.01, 1e-2), (1, 0.02, 1e-1)]
     ref = planned(tmp_path / "ref", variants, *over)
     assert [r["status"] for r in train_group(ref, tmp_path / "ref")] == ["done", "done"]
@@ -300,7 +324,9 @@ def test_fallback_reasons(tmp_path, monkeypatch):
 def test_convolutions_group_only_when_forced_on_cpu(tmp_path):
     conv = ["data.dataset=cifar10", "model.name=hardernet", "model.widths=null", "device=cpu"]
     runs = planned(tmp_path, [(0, 0.1, 0.0), (1, 0.1, 0.0)], *conv)
-    assert grouping.has_convolutions(runs[0].config) and not grouping.has_convolutions(planned(tmp_path, [(0, 0.1, 0.0)])[0].config)
+    assert grouping.has_convolutions(runs[0].config) and not grouping.has_convolutions(
+        planned(tmp_path, [(0, 0.1, 0.0)])[0].config
+    )
     groups, singles = plan_groups(runs)
     assert not groups and all("convolutions" in why and "--vectorize on" in why for _, why in singles)
     groups, singles = plan_groups(runs, auto=False)

@@ -13,9 +13,36 @@ import pandas as pd
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard table values).
 _T975 = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
 ]
 
 
@@ -61,6 +88,8 @@ def aggregate_seeds(df: pd.DataFrame, metrics: list[str], by: list[str] | None =
             mean = float(vals.mean()) if n else math.nan
             std = sample_std(vals)
             half = t975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci95": half, f"{m}_lo": mean - half, f"{m}_hi": mean + half})
+            row.update(
+                {f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci95": half, f"{m}_lo": mean - half, f"{m}_hi": mean + half}
+            )
         rows.append(row)
     return pd.DataFrame(rows)

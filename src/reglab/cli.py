@@ -61,7 +61,9 @@ def train(args: tuple[str, ...], data_dir: str | None, output: str | None, progr
     if res.skipped:
         click.echo(f"already done: {res.path}")
     final = res.summary.get("final", {})
-    shown = " ".join(f"{k}={final[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc") if k in final)
+    shown = " ".join(
+        f"{k}={final[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc") if k in final
+    )
     click.echo(f"{res.status}: {res.path}  {shown}")
     if res.status == "diverged":
         click.echo(f"the run diverged (NaN or inf loss) at step {res.summary.get('diverged_step')}", err=True)
@@ -85,16 +87,33 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--jobs", "-j", type=int, default=None, help="Concurrent runs (default: the number of cores).")
-@click.option("--executor", type=click.Choice(["inline", "process", "slurm", "submitit_local"]), default=None,
-              help="inline (one process), process (a local pool; default when jobs > 1), slurm or submitit_local (via submitit).")
+@click.option(
+    "--executor",
+    type=click.Choice(["inline", "process", "slurm", "submitit_local"]),
+    default=None,
+    help="inline (one process), process (a local pool; default when jobs > 1), slurm or submitit_local (via submitit).",
+)
 @click.option("--name", default=None, help="Sweep name (default: the config's name, else the file name).")
 @click.option("--seeds", type=int, default=None, help="Add a seed axis 0..N-1.")
-@click.option("--slurm", "slurm_opts", multiple=True, help="SLURM parameter KEY=VALUE (partition, time, gpus_per_node, cpus_per_task, mem_gb, account, qos).")
+@click.option(
+    "--slurm",
+    "slurm_opts",
+    multiple=True,
+    help="SLURM parameter KEY=VALUE (partition, time, gpus_per_node, cpus_per_task, mem_gb, account, qos).",
+)
 @click.option("--data-dir", default=None, help="Dataset directory.")
 @click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
 @click.option("--dry-run", is_flag=True, help="Expand and validate the grid, print it, run nothing.")
-@click.option("--vectorize", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Train groups of small compatible runs together with vmap (auto: small models, on a CPU only those without convolutions; the plan is printed).")
+@click.option(
+    "--vectorize",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help=(
+        "Train groups of small compatible runs together with vmap (auto: small models, on a CPU only those "
+        "without convolutions; the plan is printed)."
+    ),
+)
 def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run, vectorize) -> None:
     """Run a grid: reglab sweep CONFIG.yaml [key=a,b,c ...]
 
@@ -127,7 +146,11 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
 
         preflight(runs, data_dir)
     root = Path(runs[0].config.output) if runs else Path(output or "runs")
-    sweep_name = name or (spec.get("name") if isinstance(spec.get("name"), str) else None) or (Path(path).stem if path else "sweep")
+    sweep_name = (
+        name
+        or (spec.get("name") if isinstance(spec.get("name"), str) else None)
+        or (Path(path).stem if path else "sweep")
+    )
     axes = sorted({k for r in runs for k in r.axes})
     click.echo(f"sweep {sweep_name}: {len(runs)} runs under {root}" + (f", axes: {', '.join(axes)}" if axes else ""))
     if dry_run:
@@ -136,7 +159,9 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
         return
     jobs = jobs or default_jobs()
     executor = executor or ("process" if jobs > 1 and len(runs) > 1 else "inline")
-    res = run_sweep(sweep_name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, slurm=slurm, vectorize=vectorize)
+    res = run_sweep(
+        sweep_name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, slurm=slurm, vectorize=vectorize
+    )
     for o in res.failed:
         click.echo(f"failed: {o.hash}: {o.error}", err=True)
     click.echo(f"results: reglab runs --root {root} --sweep {sweep_name}")
@@ -147,14 +172,24 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("study", type=click.Choice(["multiplicative", "energy", "autol2", "pathprox"]))
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-@click.option("--scale", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
-              help="quick: this 2-core CPU in <= 15 min, 3 seeds; paper: the study's own budgets (GPU or cluster).")
+@click.option(
+    "--scale",
+    type=click.Choice(["quick", "paper"]),
+    default="quick",
+    show_default=True,
+    help="quick: this 2-core CPU in <= 15 min, 3 seeds; paper: the study's own budgets (GPU or cluster).",
+)
 @click.option("--jobs", "-j", type=int, default=None, help="Concurrent runs (default: the number of cores).")
 @click.option("--executor", type=click.Choice(["inline", "process", "slurm", "submitit_local"]), default=None)
 @click.option("--data-dir", default=None, help="Dataset directory.")
 @click.option("--output", "-o", default="runs", show_default=True, help="Results root.")
-@click.option("--vectorize", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Train groups of small compatible runs together with vmap.")
+@click.option(
+    "--vectorize",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Train groups of small compatible runs together with vmap.",
+)
 def reproduce(study, overrides, scale, jobs, executor, data_dir, output, vectorize) -> None:
     """Rerun one of the four seed studies and check its headline claim: reglab reproduce STUDY
 
@@ -213,7 +248,9 @@ def report(source, root, out_dir, title) -> None:
     else:
         from .errors import ConfigError
 
-        raise ConfigError("SOURCE", f"{source!r} is neither a results root, a run directory nor a sweep under runs/ (use --root)")
+        raise ConfigError(
+            "SOURCE", f"{source!r} is neither a results root, a run directory nor a sweep under runs/ (use --root)"
+        )
     click.echo(f"wrote {path}")
 
 
@@ -249,7 +286,9 @@ def data(data_dir: str | None) -> None:
     per_dir = [dataset_status(d) for d in dirs]
     for i, st in enumerate(per_dir[0]):
         found = next((sts[i] for sts in per_dir if sts[i]["found"]), st)
-        table.add_row(found["name"], "found" if found["found"] else "missing", str(found.get("where") or found.get("why") or ""))
+        table.add_row(
+            found["name"], "found" if found["found"] else "missing", str(found.get("where") or found.get("why") or "")
+        )
     Console().print(table)
 
 
@@ -257,7 +296,9 @@ def data(data_dir: str | None) -> None:
 @click.option("--root", default="runs", show_default=True, help="Results root to read.")
 @click.option("--sweep", "sweep_name", default=None, help="Only the runs of this sweep.")
 @click.option("--export", "export", default=None, help="Write the table to FILE.csv or FILE.parquet.")
-@click.option("--all-columns", is_flag=True, help="Show every column, not only the varying config values and main metrics.")
+@click.option(
+    "--all-columns", is_flag=True, help="Show every column, not only the varying config values and main metrics."
+)
 def runs(root: str, sweep_name: str | None, export: str | None, all_columns: bool) -> None:
     """Print a table of the runs under a results root."""
     from .report_table import print_runs_table

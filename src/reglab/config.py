@@ -337,8 +337,12 @@ def load_yaml(path: str | Path) -> dict:
 
 # Pairs of fields of which at most one may be set: an override of one clears the other,
 # so `train.iterations=500` works on top of a preset that states its budget in epochs.
-EXCLUSIVE = {"train.epochs": "train.iterations", "train.iterations": "train.epochs",
-             "data.val_fraction": "data.val_size", "data.val_size": "data.val_fraction"}
+EXCLUSIVE = {
+    "train.epochs": "train.iterations",
+    "train.iterations": "train.epochs",
+    "data.val_fraction": "data.val_size",
+    "data.val_size": "data.val_fraction",
+}
 _EXCLUSIVE_RESET = {"train.epochs": None, "train.iterations": None, "data.val_fraction": 0.0, "data.val_size": None}
 
 

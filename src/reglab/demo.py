@@ -31,7 +31,10 @@ def run_demo(output: Path) -> None:
             cfg = load_config(PRESET, [*overrides, f"seed={seed}", f"output={output}"])
             res = run(cfg, progress=False)
             label_of[res.hash] = label
-            print(f"  {label:<22} seed {seed}: {res.status}  test_acc={res.summary['final'].get('test_acc', float('nan')):.4f}")
+            print(
+                f"  {label:<22} seed {seed}: {res.status}  "
+                f"test_acc={res.summary['final'].get('test_acc', float('nan')):.4f}"
+            )
     df = load_runs(output)
     df = df[df["run"].isin(label_of)].copy()
     df["setting"] = df["run"].map(label_of)
@@ -39,10 +42,14 @@ def run_demo(output: Path) -> None:
     agg = agg.set_index("setting").loc[list(SETTINGS)].reset_index()
     table = agg[["setting", "n"]].copy()
     for m in ("train_acc", "val_acc", "test_acc"):
-        table[f"{m} % (mean ± 95% CI)"] = [format_mean_ci(a, b, 100) for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])]
+        table[f"{m} % (mean ± 95% CI)"] = [
+            format_mean_ci(a, b, 100) for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])
+        ]
     print_table(table, title=f"digits MLP 64-64-64-10, {len(SEEDS)} seeds each ({time.perf_counter() - t0:.1f} s)")
     from .report import build_report
 
-    page = build_report(output, output / "report", runs=list(label_of), title="reglab demo: regularizers on a digits MLP")
+    page = build_report(
+        output, output / "report", runs=list(label_of), title="reglab demo: regularizers on a digits MLP"
+    )
     print(f"runs are in {output}/ (reglab runs --root {output})")
     print(f"report: {page}")

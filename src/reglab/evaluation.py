@@ -31,7 +31,9 @@ def correct(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, task: str, batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, task: str, batch_size: int
+) -> dict[str, float]:
     """Mean loss and accuracy (fraction) over (x, y), in eval mode, in large batches.
 
     The loss of each batch is weighted by its size, so the mean is over examples.

@@ -14,7 +14,9 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     decoupled for AdamW. Regularizers are separate objects (see regularizers/)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -30,7 +32,9 @@ def build_lr_schedule(cfg: LRScheduleConfig, optimizer: torch.optim.Optimizer, b
     if cfg.name == "cosine":
         if cfg.eta_min > base_lr:
             # Study 1 used eta_min=0.003 with smaller base rates, which *raises* the lr.
-            raise ConfigError("lr_schedule.eta_min", f"{cfg.eta_min} exceeds optim.lr={base_lr}; cosine would raise the learning rate")
+            raise ConfigError(
+                "lr_schedule.eta_min", f"{cfg.eta_min} exceeds optim.lr={base_lr}; cosine would raise the learning rate"
+            )
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, horizon), eta_min=cfg.eta_min)
     if cfg.name == "multistep":
         if sorted(cfg.milestones) != list(cfg.milestones):

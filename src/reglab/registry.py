@@ -55,5 +55,7 @@ def validate_options(cls, opts: dict, where: str, kind: str):
         err = e.errors()[0]
         key = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{where}.{key}", f"unknown option of {kind} {cls.name}", sorted(cls.Options.model_fields)) from None
+            raise ConfigError(
+                f"{where}.{key}", f"unknown option of {kind} {cls.name}", sorted(cls.Options.model_fields)
+            ) from None
         raise ConfigError(f"{where}.{key}", f"{err['msg']} (got {err.get('input')!r})") from None

@@ -52,7 +52,7 @@ def format_mean_ci(mean: float, half: float, scale: float = 1.0, digits: int = 2
     if math.isnan(mean):
         return "-"
     m, h = mean * scale, half * scale
-    small = 0 < abs(m) < 10 ** -digits or (not math.isnan(h) and 0 < abs(h) < 10 ** -digits)
+    small = 0 < abs(m) < 10**-digits or (not math.isnan(h) and 0 < abs(h) < 10**-digits)
     fmt = (lambda v: f"{v:.3g}") if small else (lambda v: f"{v:.{digits}f}")
     if math.isnan(h):
         return fmt(m)

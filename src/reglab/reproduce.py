@@ -105,9 +105,14 @@ class ClaimResult:
 
     def line(self) -> str:
         sign = ">" if self.expect == "greater" else "<"
-        nums = f"{self.a} {format_mean_ci(self.a_mean, self.a_ci, digits=4)} vs {self.b} {format_mean_ci(self.b_mean, self.b_ci, digits=4)}"
+        nums = (
+            f"{self.a} {format_mean_ci(self.a_mean, self.a_ci, digits=4)} vs "
+            f"{self.b} {format_mean_ci(self.b_mean, self.b_ci, digits=4)}"
+        )
         if self.paired:
-            nums += f"; paired by seed (n={self.n_pairs}): a - b = {format_mean_ci(self.diff_mean, self.diff_ci, digits=4)}"
+            nums += (
+                f"; paired by seed (n={self.n_pairs}): a - b = {format_mean_ci(self.diff_mean, self.diff_ci, digits=4)}"
+            )
         if self.reproduced is None:
             verdict = "NOT DETERMINED (a setting has no finished runs)"
         elif self.reproduced:
@@ -188,18 +193,31 @@ def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFr
         if f"{m}_mean" in agg:
             scale = 100.0 if m.endswith("_acc") or m.endswith("acc") else 1.0
             name = f"{m} (%)" if scale == 100 else m
-            table[name] = [format_mean_ci(a, c, scale, 2 if scale == 100 else 4) for a, c in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])]
+            table[name] = [
+                format_mean_ci(a, c, scale, 2 if scale == 100 else 4)
+                for a, c in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])
+            ]
     return agg, table
 
 
-def reproduce(study: str, scale: str, root: Path, jobs: int, executor: str, data_dir: str | None, overrides: list[str], live: bool = True, vectorize: str = "off") -> int:
+def reproduce(
+    study: str,
+    scale: str,
+    root: Path,
+    jobs: int,
+    executor: str,
+    data_dir: str | None,
+    overrides: list[str],
+    live: bool = True,
+    vectorize: str = "off",
+) -> int:
+    from .config import merge
     from .report_table import print_table
     from .results import load_runs
     from .store import atomic_write_bytes
     from .sweep import expand, run_sweep
-    from .sweep.runner import preflight
     from .sweep.grid import sweep_overrides
-    from .config import merge
+    from .sweep.runner import preflight
 
     path = preset_path(study, scale)
     spec, meta = load_preset(path)
@@ -211,7 +229,9 @@ def reproduce(study: str, scale: str, root: Path, jobs: int, executor: str, data
     preflight(runs, data_dir)
     name = f"{study}-{scale}"
     print(f"{meta.get('title', study)}: {len(runs)} runs ({path.name}) under {root}", flush=True)
-    res = run_sweep(name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, live=live, vectorize=vectorize)
+    res = run_sweep(
+        name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, live=live, vectorize=vectorize
+    )
     df = load_runs(root, sweep=name)
     if df.empty:
         print("no run finished: nothing to summarize")
@@ -220,7 +240,14 @@ def reproduce(study: str, scale: str, root: Path, jobs: int, executor: str, data
     print_table(table, title=f"{name}: mean ± 95% CI over seeds")
     claim = check_claim(agg, meta["claim"], runs=agg.attrs.get("runs"))
     print(claim.line())
-    md = [f"# {meta.get('title', name)}", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), "", claim.line(), ""]
+    md = [
+        f"# {meta.get('title', name)}",
+        "",
+        table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False),
+        "",
+        claim.line(),
+        "",
+    ]
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.md", "\n".join(md).encode())
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.csv", agg.to_csv(index=False).encode())
     return 1 if res.failed else 0

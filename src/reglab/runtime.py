@@ -72,7 +72,10 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, KEEP_FREED_BYTES) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1
+        ok = (
+            libc.mallopt(_M_MMAP_THRESHOLD, KEEP_FREED_BYTES) == 1
+            and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1
+        )
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         return False
     _allocator_tuned = ok

@@ -17,9 +17,9 @@ at any moment leaves either the old or the new version. A RunDir made with ``syn
 the fsyncs (a killed process loses nothing: the data are in the kernel's page cache); its owner
 calls `sync_to_disk()` at the points where a machine crash must find the data on disk (the
 vectorized group trainer does this before its runs' DONE markers: one sync instead of ~8 fsyncs
-a run). A checkpoint left unreadable by a crash before such a sync is treated as absent. The JSONL logs are append-only; a torn
-last line (a kill mid-write) is ignored on reading, and a resume truncates rows past the
-checkpoint it resumes from.
+a run). A checkpoint left unreadable by a crash before such a sync is treated as absent. The
+JSONL logs are append-only; a torn last line (a kill mid-write) is ignored on reading, and a
+resume truncates rows past the checkpoint it resumes from.
 """
 
 from __future__ import annotations

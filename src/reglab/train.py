@@ -76,7 +76,9 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     keep_freed_memory()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = build_task(cfg.data, run_seed=cfg.seed, device=device, data_dir=data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir))
+    data = build_task(
+        cfg.data, run_seed=cfg.seed, device=device, data_dir=data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir)
+    )
     seed_everything(cfg.seed)  # the model's init does not depend on how much data loading drew
     model = build_model(cfg.model, data.input_shape, data.num_outputs).to(device)
     optimizer = build_optimizer(cfg.optim, model)
@@ -89,7 +91,10 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     lr_sched = build_lr_schedule(cfg.lr_schedule, optimizer, cfg.optim.lr, horizon)
 
     if cfg.train.early_stopping.patience is not None and data.x_val is None:
-        raise ConfigError("train.early_stopping.patience", "early stopping needs a validation set: set data.val_fraction, data.val_size or data.rest_as_validation")
+        raise ConfigError(
+            "train.early_stopping.patience",
+            "early stopping needs a validation set: set data.val_fraction, data.val_size or data.rest_as_validation",
+        )
 
     terms = []
     for i, rc in enumerate(cfg.regularizers):
@@ -101,7 +106,9 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
 
             raise prefixed(e, f"regularizers.{i}") from None
         except ValueError as e:
-            raise ConfigError(f"regularizers.{i}.name", f"{rc.name} cannot act on model {cfg.model.name}: {e}") from None
+            raise ConfigError(
+                f"regularizers.{i}.name", f"{rc.name} cannot act on model {cfg.model.name}: {e}"
+            ) from None
         sched = build_schedule(rc.schedule, rc.lam, f"regularizers.{i}.schedule")
         key = rc.name if sum(r.name == rc.name for r in cfg.regularizers) == 1 else f"{rc.name}.{i}"
         terms.append(Term(key, reg, sched))
@@ -109,14 +116,27 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     loss_fn = make_loss_fn(cfg.train.loss, data.task)
-    return Setup(cfg, device, data, model, optimizer, lr_sched, terms, loss_fn, steps_per_epoch, total, data_gen, aug_gen)
+    return Setup(
+        cfg, device, data, model, optimizer, lr_sched, terms, loss_fn, steps_per_epoch, total, data_gen, aug_gen
+    )
 
 
 def config_record(cfg: RunConfig) -> dict:
-    return {"hash": config_hash(cfg), "canonical": canonical_dict(cfg), "config": cfg.model_dump(mode="json"), "reglab_version": __version__}
+    return {
+        "hash": config_hash(cfg),
+        "canonical": canonical_dict(cfg),
+        "config": cfg.model_dump(mode="json"),
+        "reglab_version": __version__,
+    }
 
 
-def run(cfg: RunConfig, data_dir: str | None = None, progress: bool | None = None, root: str | Path | None = None, wait: bool = False) -> RunResult:
+def run(
+    cfg: RunConfig,
+    data_dir: str | None = None,
+    progress: bool | None = None,
+    root: str | Path | None = None,
+    wait: bool = False,
+) -> RunResult:
     """Train one run into <root>/<hash>/. A finished run (DONE) is not redone; an unfinished one
     resumes from its last checkpoint. If another process is training the same run, raise
     RunBusy (or, with wait=True, wait for it and return its result)."""
@@ -150,7 +170,9 @@ def _finished(rd: RunDir, h: str) -> RunResult:
     return RunResult(rd.path, h, s.get("status", "done"), s, skipped=True)
 
 
-def backward_with_known_data_grads(weighted: list[torch.Tensor], data_grads: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def backward_with_known_data_grads(
+    weighted: list[torch.Tensor], data_grads: list[tuple[torch.Tensor, torch.Tensor]]
+) -> None:
     """Gradients of data_loss + sum(weighted) when a penalty already computed d data_loss / d p:
     backpropagate the weighted penalties only, then add the known data gradients (one backward
     of the batch's graph fewer; same sum)."""
@@ -361,7 +383,9 @@ class Trainer:
             self.best_value, self.best_step = value, self.step
             self.best_state = {k: v.detach().clone() for k, v in self.s.model.state_dict().items()}
             self.evals_since_best = 0
-            self.rd.save_checkpoint("best", {"model": self.best_state, "step": self.step, "metric": name, "value": value})
+            self.rd.save_checkpoint(
+                "best", {"model": self.best_state, "step": self.step, "metric": name, "value": value}
+            )
         else:
             self.evals_since_best += 1
             if es.patience is not None and self.evals_since_best >= es.patience:
@@ -413,18 +437,31 @@ class Trainer:
         if ac.landscape is not None:
             from .landscape.run_landscape import landscape_in_run
 
-            meta = {"run_hash": self.rd.path.name, "run_dir": str(self.rd.path), "step": self.step, "model": s.cfg.model.name, "dataset": s.cfg.data.dataset}
-            landscape_in_run(self.rd, s.model, s.data, s.loss_fn, ac.landscape, out / "landscape", meta, s.cfg.train.eval_batch_size, s.device)
+            meta = {
+                "run_hash": self.rd.path.name,
+                "run_dir": str(self.rd.path),
+                "step": self.step,
+                "model": s.cfg.model.name,
+                "dataset": s.cfg.data.dataset,
+            }
+            landscape_in_run(
+                self.rd,
+                s.model,
+                s.data,
+                s.loss_fn,
+                ac.landscape,
+                out / "landscape",
+                meta,
+                s.cfg.train.eval_batch_size,
+                s.device,
+            )
         return scalars
 
     def _final_metrics(self, restored: bool) -> dict:
         if self.diverged_at is not None:
             return {k: v for k, v in self._last_eval.items() if k not in ("time",)}
-        if restored:
-            # The weights changed back to the best ones: measure them, do not reuse old rows.
-            row = self._evaluate()
-        else:
-            row = self._last_eval
+        # Restored: the weights changed back to the best ones; measure them, do not reuse old rows.
+        row = self._evaluate() if restored else self._last_eval
         return {k: v for k, v in row.items() if k != "time"}
 
     # ------------------------------------------------------------------ resume
@@ -443,7 +480,12 @@ class Trainer:
             "aug_gen": s.aug_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "py_rng": random.getstate(),
-            "best": {"value": self.best_value, "step": self.best_step, "since": self.evals_since_best, "state": self.best_state},
+            "best": {
+                "value": self.best_value,
+                "step": self.best_step,
+                "since": self.evals_since_best,
+                "state": self.best_state,
+            },
             "n_evals": self.n_evals,
             "elapsed": self.elapsed + run_elapsed,
             "last_eval": self._last_eval,
@@ -471,7 +513,12 @@ class Trainer:
         torch.set_rng_state(ck["torch_rng"].cpu())
         random.setstate(_as_tuple(ck["py_rng"]))
         b = ck["best"]
-        self.best_value, self.best_step, self.evals_since_best, self.best_state = b["value"], b["step"], b["since"], b["state"]
+        self.best_value, self.best_step, self.evals_since_best, self.best_state = (
+            b["value"],
+            b["step"],
+            b["since"],
+            b["state"],
+        )
         self.n_evals = ck["n_evals"]
         self.elapsed = ck["elapsed"]
         self._last_eval = ck["last_eval"]
@@ -492,7 +539,14 @@ class _Progress:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
+        self.p = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=True,
+        )
         self.p.start()
         self.task = self.p.add_task(label, total=total, completed=start, info="")
         self._last = 0.0

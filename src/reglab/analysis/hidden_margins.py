@@ -140,7 +140,14 @@ def signature(values: np.ndarray, positive_only: bool = False) -> dict[str, floa
         return {"n": 0, "q1": nan, "median": nan, "q3": nan, "lower_fence": nan, "upper_fence": nan}
     q1, q2, q3 = (float(q) for q in np.quantile(v, [0.25, 0.5, 0.75]))
     iqr = q3 - q1
-    return {"n": int(v.size), "q1": q1, "median": q2, "q3": q3, "lower_fence": q1 - 1.5 * iqr, "upper_fence": q3 + 1.5 * iqr}
+    return {
+        "n": int(v.size),
+        "q1": q1,
+        "median": q2,
+        "q3": q3,
+        "lower_fence": q1 - 1.5 * iqr,
+        "upper_fence": q3 + 1.5 * iqr,
+    }
 
 
 @dataclass

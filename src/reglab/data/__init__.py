@@ -16,9 +16,9 @@ __all__ = [
     "RawSplits",
     "TaskData",
     "build_task",
+    "data_dir_for",
+    "data_search_path",
     "dataset_status",
     "random_crop_flip",
     "resolve_data_dir",
-    "data_dir_for",
-    "data_search_path",
 ]

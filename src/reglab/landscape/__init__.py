@@ -7,9 +7,23 @@
 - `run_landscape`: `landscape_for_run(run_dir, cfg)` and `landscape_for_model(...)`.
 """
 
-from .directions import Directions, PCAResult, normalize_direction, pca_directions, pca_directions_for_model, perturbed_parameters, random_directions
+from .directions import (
+    Directions,
+    PCAResult,
+    normalize_direction,
+    pca_directions,
+    pca_directions_for_model,
+    perturbed_parameters,
+    random_directions,
+)
 from .grid import GridResult, evaluate_grid, grid_axis
-from .run_landscape import LandscapeResult, landscape_for_model, landscape_for_run, make_directions, parse_landscape_overrides
+from .run_landscape import (
+    LandscapeResult,
+    landscape_for_model,
+    landscape_for_run,
+    make_directions,
+    parse_landscape_overrides,
+)
 from .writers import read_npz, vtp_text, write_npz, write_vtp
 
 __all__ = [

@@ -146,7 +146,9 @@ def random_directions(
 # ----------------------------------------------------------------------------- PCA
 
 
-def _flat_rows(final: Sequence[torch.Tensor], snapshots: Sequence[Sequence[torch.Tensor]], dtype: torch.dtype) -> torch.Tensor:
+def _flat_rows(
+    final: Sequence[torch.Tensor], snapshots: Sequence[Sequence[torch.Tensor]], dtype: torch.dtype
+) -> torch.Tensor:
     base = torch.cat([t.detach().reshape(-1).cpu().double() for t in final])
     m = torch.empty(len(snapshots), base.numel(), dtype=dtype)
     for i, snap in enumerate(snapshots):
@@ -181,7 +183,7 @@ def pca_directions(
     Raises ValueError when the trajectory spans fewer than `dims` dimensions.
     """
     T = len(snapshots)
-    if T < dims:
+    if dims > T:
         raise ValueError(f"PCA needs at least {dims} snapshots, got {T}")
     P = sum(t.numel() for t in final)
     dtype = torch.float64 if T * P <= (64 << 20) else torch.float32
@@ -197,7 +199,9 @@ def pca_directions(
     order = torch.argsort(evals, descending=True)
     evals, evecs = evals[order].clamp_min(0), evecs[:, order]
     if evals[dims - 1] <= 1e-12 * evals[0]:
-        raise ValueError(f"the trajectory spans fewer than {dims} dimensions (singular values {evals[:dims].sqrt().tolist()})")
+        raise ValueError(
+            f"the trajectory spans fewer than {dims} dimensions (singular values {evals[:dims].sqrt().tolist()})"
+        )
     vs = []
     for k in range(dims):
         v = torch.zeros(P, dtype=torch.float64)
@@ -214,7 +218,9 @@ def pca_directions(
             coords[:, k] = -coords[:, k]
             vs[k] = -vs[k]
     row_sq = torch.diagonal(gram).clone()
-    residual = torch.where(row_sq > 0, 1 - coords.pow(2).sum(1) / row_sq.clamp_min(_TINY), torch.zeros_like(row_sq)).clamp_min(0)
+    residual = torch.where(
+        row_sq > 0, 1 - coords.pow(2).sum(1) / row_sq.clamp_min(_TINY), torch.zeros_like(row_sq)
+    ).clamp_min(0)
     explained = evals[:dims] / total
     result = PCAResult(coords, residual, explained, float(max(0.0, 1 - explained.sum().item())), steps)
     directions = []

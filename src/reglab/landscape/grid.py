@@ -89,7 +89,13 @@ def _hash_tensor(h, t: torch.Tensor) -> None:
 
 
 def fingerprint(
-    base: list[torch.Tensor], directions: Directions, x: torch.Tensor, y: torch.Tensor, alphas: np.ndarray, betas: np.ndarray | None, settings: dict | None
+    base: list[torch.Tensor],
+    directions: Directions,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    alphas: np.ndarray,
+    betas: np.ndarray | None,
+    settings: dict | None,
 ) -> str:
     """SHA-256 over everything that determines the grid values."""
     h = hashlib.sha256()
@@ -125,9 +131,18 @@ def _load_state(path: Path, fp: str, size: int):
         return None
 
 
-def _save_state(path: Path, fp: str, loss: np.ndarray, acc: np.ndarray, mask: np.ndarray, settings: dict | None) -> None:
+def _save_state(
+    path: Path, fp: str, loss: np.ndarray, acc: np.ndarray, mask: np.ndarray, settings: dict | None
+) -> None:
     buf = io.BytesIO()
-    np.savez(buf, loss=loss, acc=acc, mask=mask, fingerprint=np.array(fp), settings=np.array(json.dumps(settings or {}, sort_keys=True, default=str)))
+    np.savez(
+        buf,
+        loss=loss,
+        acc=acc,
+        mask=mask,
+        fingerprint=np.array(fp),
+        settings=np.array(json.dumps(settings or {}, sort_keys=True, default=str)),
+    )
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -143,9 +158,14 @@ class _Perturber:
         for k, vs in enumerate(directions.vectors):
             for n, p, d in zip(directions.names, self.params, vs):
                 if d.shape != p.shape:
-                    raise ValueError(f"direction {k + 1} for {n} has shape {tuple(d.shape)}, the parameter {tuple(p.shape)}")
+                    raise ValueError(
+                        f"direction {k + 1} for {n} has shape {tuple(d.shape)}, the parameter {tuple(p.shape)}"
+                    )
         self.base = [p.detach().clone() for p in self.params]
-        self.dirs = [[d.detach().to(device=p.device, dtype=p.dtype) for d, p in zip(vs, self.params)] for vs in directions.vectors]
+        self.dirs = [
+            [d.detach().to(device=p.device, dtype=p.dtype) for d, p in zip(vs, self.params)]
+            for vs in directions.vectors
+        ]
 
     @torch.no_grad()
     def set(self, coeffs: tuple[float, ...]) -> None:
@@ -161,6 +181,27 @@ class _Perturber:
 
 class _Stop(Exception):
     pass
+
+
+def _first_weight_layer_call(
+    model: nn.Module, layers: list[nn.Module], xb: torch.Tensor
+) -> tuple[nn.Module | None, torch.Tensor | None]:
+    """The first of `layers` that model(xb) calls, and its input; the forward stops there."""
+    calls: list[tuple[nn.Module, torch.Tensor]] = []
+
+    def hook(m, args):
+        calls.append((m, args[0]))
+        raise _Stop
+
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    try:
+        model(xb)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return calls[0] if calls else (None, None)
 
 
 class _FirstLayer:
@@ -182,23 +223,9 @@ class _FirstLayer:
         layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not layers:
             return None
-        calls: list[tuple[nn.Module, torch.Tensor]] = []
-
-        def hook(m, args):
-            calls.append((m, args[0]))
-            raise _Stop
 
         def first_input(xb):
-            calls.clear()
-            handles = [m.register_forward_pre_hook(hook) for m in layers]
-            try:
-                model(xb)
-            except _Stop:
-                pass
-            finally:
-                for h in handles:
-                    h.remove()
-            return calls[0] if calls else (None, None)
+            return _first_weight_layer_call(model, layers, xb)
 
         pert.restore()
         layer, _ = first_input(batches[0][0])
@@ -250,7 +277,9 @@ class _FirstLayer:
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         ts = self.terms[self.batch]
         if u.shape != self.shapes[self.batch]:
-            raise RuntimeError(f"first-layer reuse: input of shape {tuple(u.shape)}, expected {tuple(self.shapes[self.batch])}")
+            raise RuntimeError(
+                f"first-layer reuse: input of shape {tuple(u.shape)}, expected {tuple(self.shapes[self.batch])}"
+            )
         out = ts[0].clone()
         for c, t in zip(self.coeffs, ts[1:]):
             if c != 0.0:
@@ -262,6 +291,31 @@ class _FirstLayer:
 
     def remove(self) -> None:
         self.layer.__dict__.pop("forward", None)
+
+
+def _evaluate_points(
+    model: nn.Module,
+    pert: _Perturber,
+    first: _FirstLayer | None,
+    points: list[tuple[float, ...]],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable,
+    task: str,
+) -> np.ndarray:
+    """Summed loss and correct count over all batches at each point theta* + sum_i c_i d_i: (len(points), 2)."""
+    device = batches[0][0].device
+    vals = torch.zeros(len(points), 2, dtype=torch.float64, device=device)
+    for j, coeffs in enumerate(points):
+        pert.set(coeffs)
+        if first is not None:
+            first.coeffs = coeffs
+        for b, (xb, yb) in enumerate(batches):
+            if first is not None:
+                first.batch = b
+            out = model(xb)
+            vals[j, 0] += loss_fn(out, yb).double() * xb.shape[0]
+            vals[j, 1] += correct(out, yb, task).double()
+    return vals.cpu().numpy()
 
 
 def evaluate_grid(
@@ -327,20 +381,11 @@ def evaluate_grid(
                 todo = [i for i in range(start, stop) if not mask[i]]
                 if not todo:
                     continue
-                vals = torch.zeros(len(todo), 2, dtype=torch.float64, device=x.device)
-                for j, idx in enumerate(todo):
+                points = []
+                for idx in todo:
                     r, c = divmod(idx, n_cols)
-                    coeffs = (alphas[c],) if dims == 1 else (alphas[c], betas_arr[r])
-                    pert.set(coeffs)
-                    if first is not None:
-                        first.coeffs = coeffs
-                    for b, (xb, yb) in enumerate(batches):
-                        if first is not None:
-                            first.batch = b
-                        out = model(xb)
-                        vals[j, 0] += loss_fn(out, yb).double() * xb.shape[0]
-                        vals[j, 1] += correct(out, yb, task).double()
-                got = (vals / n).cpu().numpy()
+                    points.append((alphas[c],) if betas_arr is None else (alphas[c], betas_arr[r]))
+                got = _evaluate_points(model, pert, first, points, batches, loss_fn, task) / n
                 loss[todo], acc[todo] = got[:, 0], got[:, 1]
                 mask[todo] = True
                 evaluated += len(todo)
@@ -355,5 +400,15 @@ def evaluate_grid(
         for m, flag in modes:
             m.training = flag
     shape = (n_cols,) if dims == 1 else (n_rows, n_cols)
-    return GridResult(alphas, betas_arr, loss.reshape(shape), acc.reshape(shape), evaluated, resumed, fp,
-                      time.perf_counter() - t0, n, first is not None)
+    return GridResult(
+        alphas,
+        betas_arr,
+        loss.reshape(shape),
+        acc.reshape(shape),
+        evaluated,
+        resumed,
+        fp,
+        time.perf_counter() - t0,
+        n,
+        first is not None,
+    )

@@ -64,14 +64,19 @@ def _state_dicts(snapshots) -> list[dict]:
     return [s["model"] if isinstance(s, dict) and isinstance(s.get("model"), dict) else s for s in snapshots]
 
 
-def make_directions(model: nn.Module, cfg: LandscapeConfig, snapshots=None, steps: list[int] | None = None) -> Directions:
+def make_directions(
+    model: nn.Module, cfg: LandscapeConfig, snapshots=None, steps: list[int] | None = None
+) -> Directions:
     """Random or PCA directions as the config says (PCA needs `snapshots`, state dicts)."""
     if cfg.directions == "random":
         return random_directions(model, cfg.dims, cfg.normalization, cfg.seed, cfg.include_bias)
     snaps = _state_dicts(snapshots or [])
     if len(snaps) < 2:
-        raise ConfigError(f"{FIELD}.directions", f"PCA directions need at least 2 weight snapshots, found {len(snaps)}; "
-                          "train the run with train.snapshot_every=N (e.g. 1) or use directions=random")
+        raise ConfigError(
+            f"{FIELD}.directions",
+            f"PCA directions need at least 2 weight snapshots, found {len(snaps)}; "
+            "train the run with train.snapshot_every=N (e.g. 1) or use directions=random",
+        )
     try:
         return pca_directions_for_model(model, snaps, cfg.dims, cfg.include_bias, steps)
     except ValueError as e:
@@ -104,14 +109,32 @@ def landscape_for_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     n_avail = x.shape[0]
     if n_avail < cfg.examples:
-        warnings.warn(f"landscape: the split has {n_avail} examples, fewer than examples={cfg.examples}; using all", stacklevel=2)
+        warnings.warn(
+            f"landscape: the split has {n_avail} examples, fewer than examples={cfg.examples}; using all", stacklevel=2
+        )
     x, y = x[: cfg.examples], y[: cfg.examples]
     dirs = make_directions(model, cfg, snapshots, steps)
     alphas = grid_axis(*cfg.range, cfg.resolution)
     betas = grid_axis(*cfg.range, cfg.resolution) if cfg.dims == 2 else None
-    settings = {**cfg.model_dump(mode="json"), "task": task, "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__)}
-    grid = evaluate_grid(model, dirs, x, y, loss_fn, task, alphas, betas, batch_size=batch_size,
-                         state_path=out_dir / "grid_state.npz", settings=settings, on_unit=on_unit)
+    settings = {
+        **cfg.model_dump(mode="json"),
+        "task": task,
+        "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__),
+    }
+    grid = evaluate_grid(
+        model,
+        dirs,
+        x,
+        y,
+        loss_fn,
+        task,
+        alphas,
+        betas,
+        batch_size=batch_size,
+        state_path=out_dir / "grid_state.npz",
+        settings=settings,
+        on_unit=on_unit,
+    )
 
     info = {
         **cfg.model_dump(mode="json"),
@@ -137,14 +160,22 @@ def landscape_for_model(
     if dirs.pca is not None:
         p = dirs.pca
         traj, resid = p.coords.numpy(), p.residual.numpy()
-        info.update(pca_explained=p.explained.tolist(), pca_residual_total=p.residual_total,
-                    pca_residuals=resid.tolist(), pca_steps=p.steps, snapshots=len(resid))
+        info.update(
+            pca_explained=p.explained.tolist(),
+            pca_residual_total=p.residual_total,
+            pca_residuals=resid.tolist(),
+            pca_steps=p.steps,
+            snapshots=len(resid),
+        )
         lo, hi = cfg.range
         inside = bool(((traj >= lo) & (traj <= hi)).all())
         info["trajectory_inside_range"] = inside
         if not inside:
-            warnings.warn(f"landscape: the trajectory reaches coordinates {traj.min():.3g}..{traj.max():.3g}, outside range "
-                          f"{cfg.range}; set range to cover it", stacklevel=2)
+            warnings.warn(
+                f"landscape: the trajectory reaches coordinates {traj.min():.3g}..{traj.max():.3g}, outside range "
+                f"{cfg.range}; set range to cover it",
+                stacklevel=2,
+            )
     files = {"npz": out_dir / "landscape.npz"}
     write_npz(files["npz"], grid, info, traj, resid, dirs.pca.steps if dirs.pca is not None else None)
     if cfg.dims == 2:
@@ -172,25 +203,36 @@ def _snap_step(p: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def landscape_in_run(rd: RunDir, model: nn.Module, d, loss_fn, cfg: LandscapeConfig, out: Path, meta: dict, batch_size: int, device) -> None:
+def landscape_in_run(
+    rd: RunDir, model: nn.Module, d, loss_fn, cfg: LandscapeConfig, out: Path, meta: dict, batch_size: int, device
+) -> None:
     """The landscape of a run's model (already holding the weights to look around), on the run's
     data split; PCA directions come from the run's weight snapshots. Used by landscape_for_run
     and by the trainer at the end of a run (which has model and data in memory already)."""
     x, y = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), "test": (d.x_test, d.y_test)}[cfg.split]
     if x is None:
-        raise ConfigError(f"{FIELD}.split", "the run has no validation set (data.val_fraction, data.val_size or data.rest_as_validation)", ["train", "test"])
+        raise ConfigError(
+            f"{FIELD}.split",
+            "the run has no validation set (data.val_fraction, data.val_size or data.rest_as_validation)",
+            ["train", "test"],
+        )
     snaps, steps = None, None
     if cfg.directions == "pca":
         paths = sorted(rd.ckpt_dir.glob("snap_*.pt"), key=_snap_step)
         if len(paths) < 2:
-            raise ConfigError(f"{FIELD}.directions", f"PCA directions need at least 2 weight snapshots, run {rd.path.name} has {len(paths)}; "
-                              "train it with train.snapshot_every=N (e.g. 1) or use directions=random")
+            raise ConfigError(
+                f"{FIELD}.directions",
+                f"PCA directions need at least 2 weight snapshots, run {rd.path.name} has {len(paths)}; "
+                "train it with train.snapshot_every=N (e.g. 1) or use directions=random",
+            )
         snaps = [torch.load(p, map_location=device, weights_only=True) for p in paths]
         steps = [int(s.get("step", _snap_step(p))) for s, p in zip(snaps, paths)]
     landscape_for_model(model, x, y, loss_fn, d.task, cfg, out, snaps, meta, steps=steps, batch_size=batch_size)
 
 
-def landscape_for_run(run_dir: Path, cfg: LandscapeConfig, data_dir: str | None = None, out_dir: Path | None = None) -> Path:
+def landscape_for_run(
+    run_dir: Path, cfg: LandscapeConfig, data_dir: str | None = None, out_dir: Path | None = None
+) -> Path:
     """The landscape around a run's final weights; files go to out_dir (default
     `<run_dir>/analysis/landscape/`), which is returned."""
     from ..train import prepare
@@ -208,7 +250,13 @@ def landscape_for_run(run_dir: Path, cfg: LandscapeConfig, data_dir: str | None 
     model.load_state_dict(ck["model"])
     model.eval()
     out = Path(out_dir) if out_dir is not None else rd.path / "analysis" / "landscape"
-    meta = {"run_hash": record.get("hash", rd.path.name), "run_dir": str(rd.path), "step": ck.get("step"), "model": run_cfg.model.name,
-            "dataset": run_cfg.data.dataset, "loss_kind": run_cfg.train.loss}
+    meta = {
+        "run_hash": record.get("hash", rd.path.name),
+        "run_dir": str(rd.path),
+        "step": ck.get("step"),
+        "model": run_cfg.model.name,
+        "dataset": run_cfg.data.dataset,
+        "loss_kind": run_cfg.train.loss,
+    }
     landscape_in_run(rd, model, setup.data, setup.loss_fn, cfg, out, meta, run_cfg.train.eval_batch_size, setup.device)
     return out

@@ -30,14 +30,27 @@ from .grid import GridResult
 LOG_OFFSET = 0.1
 """z of the log surface: ln(loss + LOG_OFFSET)."""
 
-RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 9}
+RC = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 9,
+}
 
 
 # ----------------------------------------------------------------------------- npz
 
 
-def write_npz(path: Path, grid: GridResult, meta: dict, trajectory: np.ndarray | None = None,
-              trajectory_residual: np.ndarray | None = None, trajectory_steps: list[int] | None = None) -> None:
+def write_npz(
+    path: Path,
+    grid: GridResult,
+    meta: dict,
+    trajectory: np.ndarray | None = None,
+    trajectory_residual: np.ndarray | None = None,
+    trajectory_steps: list[int] | None = None,
+) -> None:
     arrays: dict[str, np.ndarray] = {"alphas": grid.alphas, "loss": grid.loss, "acc": grid.acc}
     if grid.betas is not None:
         arrays["betas"] = grid.betas
@@ -101,39 +114,42 @@ def vtp_text(alphas: np.ndarray, betas: np.ndarray, z: np.ndarray) -> str:
         flat = [fmt % v for v in np.asarray(a).ravel()]
         return "\n".join(" ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line))
 
-    return "\n".join([
-        '<?xml version="1.0"?>',
-        '<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">',
-        "  <PolyData>",
-        f'    <Piece NumberOfPoints="{len(pts)}" NumberOfVerts="0" NumberOfLines="0" NumberOfStrips="0" NumberOfPolys="{len(quads)}">',
-        '      <PointData Scalars="zvalue">',
-        '        <DataArray type="Float64" Name="zvalue" NumberOfComponents="1" format="ascii">',
-        nums(z.ravel()),
-        "        </DataArray>",
-        "      </PointData>",
-        '      <CellData Scalars="averaged zvalue">',
-        '        <DataArray type="Float64" Name="averaged zvalue" NumberOfComponents="1" format="ascii">',
-        nums(cell_z),
-        "        </DataArray>",
-        "      </CellData>",
-        "      <Points>",
-        '        <DataArray type="Float64" Name="Points" NumberOfComponents="3" format="ascii">',
-        nums(pts, per_line=3),
-        "        </DataArray>",
-        "      </Points>",
-        "      <Polys>",
-        '        <DataArray type="Int64" Name="connectivity" format="ascii">',
-        nums(quads, "%d", per_line=4),
-        "        </DataArray>",
-        '        <DataArray type="Int64" Name="offsets" format="ascii">',
-        nums(offsets, "%d", per_line=12),
-        "        </DataArray>",
-        "      </Polys>",
-        "    </Piece>",
-        "  </PolyData>",
-        "</VTKFile>",
-        "",
-    ])
+    return "\n".join(
+        [
+            '<?xml version="1.0"?>',
+            '<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">',
+            "  <PolyData>",
+            f'    <Piece NumberOfPoints="{len(pts)}" NumberOfVerts="0" NumberOfLines="0" NumberOfStrips="0" '
+            f'NumberOfPolys="{len(quads)}">',
+            '      <PointData Scalars="zvalue">',
+            '        <DataArray type="Float64" Name="zvalue" NumberOfComponents="1" format="ascii">',
+            nums(z.ravel()),
+            "        </DataArray>",
+            "      </PointData>",
+            '      <CellData Scalars="averaged zvalue">',
+            '        <DataArray type="Float64" Name="averaged zvalue" NumberOfComponents="1" format="ascii">',
+            nums(cell_z),
+            "        </DataArray>",
+            "      </CellData>",
+            "      <Points>",
+            '        <DataArray type="Float64" Name="Points" NumberOfComponents="3" format="ascii">',
+            nums(pts, per_line=3),
+            "        </DataArray>",
+            "      </Points>",
+            "      <Polys>",
+            '        <DataArray type="Int64" Name="connectivity" format="ascii">',
+            nums(quads, "%d", per_line=4),
+            "        </DataArray>",
+            '        <DataArray type="Int64" Name="offsets" format="ascii">',
+            nums(offsets, "%d", per_line=12),
+            "        </DataArray>",
+            "      </Polys>",
+            "    </Piece>",
+            "  </PolyData>",
+            "</VTKFile>",
+            "",
+        ]
+    )
 
 
 def write_vtp(path: Path, alphas: np.ndarray, betas: np.ndarray, z: np.ndarray) -> None:
@@ -201,8 +217,17 @@ def plot_contour(path: Path, grid: GridResult, meta: dict, trajectory: np.ndarra
             cb.set_ticks([t for t in MaxNLocator(7).tick_values(lo, hi) if lo <= t <= hi])
         cb.set_label(clabel)
         i, j = np.unravel_index(int(np.argmin(z)), z.shape)
-        ax.plot([grid.alphas[j]], [grid.betas[i]], marker="*", ms=15, color="red", mec="white", mew=0.8, ls="none",
-                label=f"grid minimum ({z[i, j]:.3g})")
+        ax.plot(
+            [grid.alphas[j]],
+            [grid.betas[i]],
+            marker="*",
+            ms=15,
+            color="red",
+            mec="white",
+            mew=0.8,
+            ls="none",
+            label=f"grid minimum ({z[i, j]:.3g})",
+        )
         ax.plot([0], [0], marker="P", ms=10, color="white", mec="black", ls="none", label="final weights")
         if trajectory is not None and len(trajectory):
             tr = np.asarray(trajectory)
@@ -226,7 +251,18 @@ def plot_surface(path: Path, grid: GridResult, meta: dict) -> None:
         fig = _figure(figsize=(7.2, 5.8))
         ax = fig.add_subplot(projection="3d")
         xs, ys = np.meshgrid(grid.alphas, grid.betas)
-        surf = ax.plot_surface(xs, ys, z, cmap="viridis", vmin=float(z.min()), vmax=float(z.max()), linewidth=0, antialiased=True, rcount=len(grid.betas), ccount=len(grid.alphas))
+        surf = ax.plot_surface(
+            xs,
+            ys,
+            z,
+            cmap="viridis",
+            vmin=float(z.min()),
+            vmax=float(z.max()),
+            linewidth=0,
+            antialiased=True,
+            rcount=len(grid.betas),
+            ccount=len(grid.alphas),
+        )
         xl, yl = _axis_labels(meta)
         ax.set_xlabel(xl.split(" (")[0] if meta.get("directions") == "pca" else xl, labelpad=8)
         ax.set_ylabel(yl.split(" (")[0] if meta.get("directions") == "pca" else yl, labelpad=8)

@@ -5,8 +5,8 @@ from .structure import UnitGroup, layer_norm_sq, other_layers, params_by_role, u
 
 __all__ = [
     "MODELS",
-    "build_model",
     "UnitGroup",
+    "build_model",
     "layer_norm_sq",
     "other_layers",
     "params_by_role",

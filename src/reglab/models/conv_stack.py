@@ -89,7 +89,10 @@ class ConvStack:
 
     def _check(self, cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
         if cfg.widths is not None:
-            raise ConfigError("model.widths", f"{self.name} has a fixed architecture; widths is only for mlp models (use model.width_multiplier)")
+            raise ConfigError(
+                "model.widths",
+                f"{self.name} has a fixed architecture; widths is only for mlp models (use model.width_multiplier)",
+            )
         if cfg.batch_norm and self.batch_norm == "none":
             raise ConfigError("model.batch_norm", f"{self.name} has no batch-norm variant")
         if len(input_shape) != 3:

@@ -10,6 +10,4 @@ from __future__ import annotations
 
 from .conv_stack import ConvStack
 
-autol2_convnet = ConvStack(
-    "autol2_convnet", plan=(300, "M", 300, "M"), hidden=(500,), padding=0, batch_norm="conv"
-)
+autol2_convnet = ConvStack("autol2_convnet", plan=(300, "M", 300, "M"), hidden=(500,), padding=0, batch_norm="conv")

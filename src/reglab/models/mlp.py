@@ -29,7 +29,9 @@ def check_widths(
     """The full width list (input and output included), defaulted and checked against the task."""
     n_in = math.prod(input_shape)
     if cfg.width_multiplier != 1.0:
-        raise ConfigError("model.width_multiplier", "MLPs take explicit model.widths; the multiplier is for CNNs", [1.0])
+        raise ConfigError(
+            "model.width_multiplier", "MLPs take explicit model.widths; the multiplier is for CNNs", [1.0]
+        )
     if cfg.widths is None:
         return [n_in, *hidden_default, num_outputs]
     widths = list(cfg.widths)

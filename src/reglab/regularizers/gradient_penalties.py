@@ -128,10 +128,7 @@ def gradient_norm_finite_difference(
     leaves = {n: (moved[n] if n in moved else p.detach()).requires_grad_(True) for n, p in zip(names, params)}
     out = forward_with_buffer_copies(model, ctx.x, overrides=leaves)
     grads_moved = torch.autograd.grad(ctx.loss_fn(out, ctx.y), list(leaves.values()), allow_unused=True)
-    h = [
-        torch.zeros_like(g) if gm is None else (gm - g) / r
-        for gm, g in zip(grads_moved, grads)
-    ]
+    h = [torch.zeros_like(g) if gm is None else (gm - g) / r for gm, g in zip(grads_moved, grads)]
     if squared:
         h = [2.0 * gnorm * hi for hi in h]
     value = gnorm.pow(2) if squared else gnorm
@@ -158,7 +155,9 @@ def split_model(model: nn.Module, split: int) -> tuple[nn.Sequential, nn.Sequent
     (sharing the model's modules), so that model(x) == g(h(x))."""
     layers = list(model_layers(model)._modules.items())
     if not 1 <= split < len(layers):
-        raise ConfigError("split", f"must leave at least one layer on each side: 1 <= split < {len(layers)}, got {split}")
+        raise ConfigError(
+            "split", f"must leave at least one layer on each side: 1 <= split < {len(layers)}, got {split}"
+        )
     return nn.Sequential(OrderedDict(layers[:split])), nn.Sequential(OrderedDict(layers[split:]))
 
 
@@ -173,7 +172,9 @@ def frobenius_sq_exact(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return jac.pow(2).reshape(z.shape[0], -1).sum(dim=1)
 
 
-def frobenius_sq_estimate(module: nn.Module, z: torch.Tensor, kz: torch.Tensor, sigma: float, samples: int) -> torch.Tensor:
+def frobenius_sq_estimate(
+    module: nn.Module, z: torch.Tensor, kz: torch.Tensor, sigma: float, samples: int
+) -> torch.Tensor:
     """(1/sigma^2) mean_s ||k(z_b + e_s) - k(z_b)||^2 per example b (shape (B,)), e_s ~ N(0, sigma^2 I);
     `kz` = k(z). All samples go through one batched forward of size samples * B."""
     batch = z.shape[0]
@@ -217,7 +218,9 @@ def _selected(model: nn.Module, roles: tuple[str, ...], name: str) -> list[tuple
     ConfigError naming ``roles``."""
     sel = [(n, p) for n, p in params_by_role(model, roles) if p.requires_grad]
     if not sel:
-        raise ConfigError("roles", f"{name} selects no trainable parameter with roles {list(roles)}", ["weight", "bias", "norm"])
+        raise ConfigError(
+            "roles", f"{name} selects no trainable parameter with roles {list(roles)}", ["weight", "bias", "norm"]
+        )
     return sel
 
 
@@ -290,7 +293,8 @@ class JacobianNuclear(Regularizer):
         if self.roles != ("weight",):
             raise ConfigError(
                 "roles",
-                f"jacobian_nuclear penalizes the network's Jacobian and does not select parameters by role; got {list(self.roles)}",
+                "jacobian_nuclear penalizes the network's Jacobian and does not select parameters by role; "
+                f"got {list(self.roles)}",
                 ["[weight]"],
             )
         self._parts: tuple[nn.Module, nn.Sequential, nn.Sequential] | None = None
@@ -307,7 +311,10 @@ class JacobianNuclear(Regularizer):
         # keep them (with graph) so the estimate does not run h and g on the clean input again.
         layers = model_layers(model)
         boundary = list(layers._modules.values())[self.options.split - 1]
-        self._hooks = [boundary.register_forward_hook(self._keep_boundary), layers.register_forward_hook(self._keep_forward)]
+        self._hooks = [
+            boundary.register_forward_hook(self._keep_boundary),
+            layers.register_forward_hook(self._keep_forward),
+        ]
 
     def _keep_boundary(self, module, inputs, output) -> None:
         self._boundary = output if torch.is_grad_enabled() else None

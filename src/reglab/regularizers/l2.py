@@ -97,10 +97,7 @@ def l2_mul(quantities: list[torch.Tensor], depth_normalization: Literal["none", 
         raise ValueError("l2_mul needs at least one weight layer")
     stacked = torch.stack(quantities)
     wide = _high_precision(stacked)
-    if depth_normalization == "geometric":
-        value = wide.log().mean().exp()
-    else:
-        value = wide.prod()
+    value = wide.log().mean().exp() if depth_normalization == "geometric" else wide.prod()
     return value.to(stacked.dtype)
 
 
@@ -109,8 +106,7 @@ def require_weight_role_only(name: str, roles: tuple[str, ...]) -> None:
     if tuple(roles) != ("weight",):
         raise ConfigError(
             "roles",
-            f"{name} acts on the weight layers' weights and does not select parameters by role; "
-            f"got {list(roles)}",
+            f"{name} acts on the weight layers' weights and does not select parameters by role; got {list(roles)}",
             ["[weight]"],
         )
 

@@ -274,8 +274,8 @@ __all__ = [
     "balance_groups",
     "check_groups",
     "check_layer_order",
-    "layers_between_groups",
     "group_path_norms",
+    "layers_between_groups",
     "normalize_units",
     "prox_group_lasso",
 ]

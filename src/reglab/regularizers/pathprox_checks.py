@@ -3,6 +3,8 @@ order that makes unit rescaling and the layerwise balance function-preserving.""
 
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -69,7 +71,7 @@ def check_layer_order(model: nn.Module, groups: list[UnitGroup], groups_in_order
                 f"pathprox: unit group {g.name!r}: its V-layer must be the weight layer right after its W-layer"
             )
     if groups_in_order:
-        for a, b in zip(groups, groups[1:]):
+        for a, b in itertools.pairwise(groups):
             if order[id(a.out)] >= order[id(b.inp)]:
                 raise UnsupportedModelError(
                     f"pathprox: unit groups {a.name!r} and {b.name!r} are not listed in forward order, "

@@ -4,6 +4,8 @@ tau * ||.||_2), unit normalisation, and the function-preserving layerwise balanc
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -161,4 +163,4 @@ def layers_between_groups(model: nn.Module, groups: list[UnitGroup]) -> list[lis
     in the model's registration order (taken as its forward order)."""
     order = {id(m): i for i, (_, m) in enumerate(weight_layers(model))}
     layers = [m for _, m in weight_layers(model)]
-    return [layers[order[id(a.out)] + 1 : order[id(b.inp)]] for a, b in zip(groups, groups[1:])]
+    return [layers[order[id(a.out)] + 1 : order[id(b.inp)]] for a, b in itertools.pairwise(groups)]

@@ -49,10 +49,17 @@ def _overview(d: ReportData) -> str:
     ]
     div = int((df["status"] == "diverged").sum())
     if div:
-        parts.append(f'<p class="flag">{div} run{"s" * (div != 1)} diverged (non-finite loss); they are flagged in the tables and left out of the means.</p>')
+        parts.append(
+            f'<p class="flag">{div} run{"s" * (div != 1)} diverged (non-finite loss); '
+            "they are flagged in the tables and left out of the means.</p>"
+        )
     if len(d.skipped):
         st = d.skipped["status"].value_counts().to_dict()
-        parts.append(H.note(f"Not included: {len(d.skipped)} unfinished run(s) ({', '.join(f'{v} {k}' for k, v in st.items())})."))
+        parts.append(
+            H.note(
+                f"Not included: {len(d.skipped)} unfinished run(s) ({', '.join(f'{v} {k}' for k, v in st.items())})."
+            )
+        )
     # varying axes
     if d.axes:
         rows = []
@@ -78,14 +85,20 @@ def _overview(d: ReportData) -> str:
         sections.setdefault("regularizers", []).append('<span class="kv">none</span>')
     if sections:
         parts.append("<h3>Configuration common to all runs</h3>")
-        parts.append(H.table(["section", "values"], [[f"<code>{H.e(k)}</code>", " ".join(v)] for k, v in sections.items()]))
+        parts.append(
+            H.table(["section", "values"], [[f"<code>{H.e(k)}</code>", " ".join(v)] for k, v in sections.items()])
+        )
     return "".join(parts)
 
 
 def _settings_table(d: ReportData) -> str:
     rows, classes = [], []
     for s in d.settings:
-        full = " ".join(f'<span class="kv"><b>{H.e(c)}=</b>{H.e(fmt_value(v))}</span>' for c, v in s.values.items() if not is_missing(v))
+        full = " ".join(
+            f'<span class="kv"><b>{H.e(c)}=</b>{H.e(fmt_value(v))}</span>'
+            for c, v in s.values.items()
+            if not is_missing(v)
+        )
         div = len(s.diverged)
         rows.append(
             [
@@ -99,7 +112,12 @@ def _settings_table(d: ReportData) -> str:
             ]
         )
         classes.append("diverged" if div else "")
-    return H.table(["#", "setting", "runs", "seeds", "diverged", "config values", "run hashes"], rows, num_cols=(0, 2, 4), row_classes=classes)
+    return H.table(
+        ["#", "setting", "runs", "seeds", "diverged", "config values", "run hashes"],
+        rows,
+        num_cols=(0, 2, 4),
+        row_classes=classes,
+    )
 
 
 def _fmt_sig(mean: float, half: float) -> str:
@@ -191,7 +209,17 @@ def _margin_table(d: ReportData, by: dict, kind: str) -> str:
             if v is None or not len(v):
                 continue
             q05, q50, q95 = np.quantile(v, [0.05, 0.5, 0.95])
-            rows.append([H.swatch(s.color) + H.e(s.label), H.e(name), str(len(v)), f"{q50:.4g}", f"{q05:.4g}", f"{q95:.4g}", f"{100 * np.mean(v < 0):.1f}"])
+            rows.append(
+                [
+                    H.swatch(s.color) + H.e(s.label),
+                    H.e(name),
+                    str(len(v)),
+                    f"{q50:.4g}",
+                    f"{q05:.4g}",
+                    f"{q95:.4g}",
+                    f"{100 * np.mean(v < 0):.1f}",
+                ]
+            )
     if not rows:
         return ""
     return (
@@ -210,7 +238,9 @@ def _measurement_table(d: ReportData, fm: pd.DataFrame, metrics) -> str:
             mean, half = r[f"{m}_mean"], r[f"{m}_ci95"]
             if math.isnan(mean):
                 continue
-            rows.append([H.swatch(s.color) + H.e(s.label) if first else "", f"<code>{H.e(h)}</code>", H.e(_fmt_sig(mean, half))])
+            rows.append(
+                [H.swatch(s.color) + H.e(s.label) if first else "", f"<code>{H.e(h)}</code>", H.e(_fmt_sig(mean, half))]
+            )
             first = False
     return H.table(["setting", "quantity", "final value"], rows, num_cols=(2,)) if rows else ""
 
@@ -241,8 +271,12 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
         nav.append((sec_id, name))
 
     add("overview", "What was run", _overview(d))
-    add("settings", "Settings", "<p>Runs are grouped into settings by every config field that varies across runs, except the seed. "
-        "Each setting keeps its color in every figure.</p>" + _settings_table(d))
+    add(
+        "settings",
+        "Settings",
+        "<p>Runs are grouped into settings by every config field that varies across runs, except the seed. "
+        "Each setting keeps its color in every figure.</p>" + _settings_table(d),
+    )
 
     fm, metrics = final_metrics(d)
     txt = (
@@ -257,21 +291,33 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
     tables = _metrics_table(d, fm, main)
     if other:
         tables += (
-            "<p>Regularizer measurements of the final evaluation (evals.jsonl columns &lt;regularizer&gt;.&lt;measurement&gt;) "
+            "<p>Regularizer measurements of the final evaluation "
+            "(evals.jsonl columns &lt;regularizer&gt;.&lt;measurement&gt;) "
             "and the final λ of each regularizer: mean ± 95% CI over the same runs.</p>"
             + _measurement_table(d, fm, other)
         )
     add("metrics", "Final metrics", txt + tables + figs.html(F.final_accuracy_figures(d)))
 
     curves = F.curve_figures(d)
-    add("curves", "Training curves", figs.html(curves) if curves else H.note("No evaluation logs (evals.jsonl) in these runs."))
+    add(
+        "curves",
+        "Training curves",
+        figs.html(curves) if curves else H.note("No evaluation logs (evals.jsonl) in these runs."),
+    )
 
     lam = F.lambda_figures(d)
     keys = F.reg_keys(d)
     if lam:
         add("lambda", "λ schedules", figs.html(lam))
     elif keys:
-        add("lambda", "λ schedules", H.note(f"λ is constant during training in every run (regularizers: {', '.join(keys)}); see the final metrics table for its value."))
+        add(
+            "lambda",
+            "λ schedules",
+            H.note(
+                f"λ is constant during training in every run (regularizers: {', '.join(keys)}); "
+                "see the final metrics table for its value."
+            ),
+        )
 
     meas = F.measurement_figures(d)
     if meas:
@@ -299,18 +345,31 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
 
     land = F.landscape_figures(d)
     if land:
-        add("landscape", "Loss landscapes", "<p>One representative run per setting (its lowest seed that did not diverge).</p>"
-            + f'<div class="grid2">{figs.html(land)}</div>')
+        add(
+            "landscape",
+            "Loss landscapes",
+            "<p>One representative run per setting (its lowest seed that did not diverge).</p>"
+            + f'<div class="grid2">{figs.html(land)}</div>',
+        )
     else:
         missing.append("loss landscapes (analysis/landscape/*.png)")
 
     if missing:
-        add("missing", "Not in this report", H.note(
-            "These analyses were not found in any of the runs, so their sections are omitted: "
-            + "; ".join(missing) + ". They are written by the run analysis (config section `analysis`)."))
+        add(
+            "missing",
+            "Not in this report",
+            H.note(
+                "These analyses were not found in any of the runs, so their sections are omitted: "
+                + "; ".join(missing)
+                + ". They are written by the run analysis (config section `analysis`)."
+            ),
+        )
 
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    meta = f"reglab {H.e(__version__)} · generated {H.e(now)} · {len(d.runs)} runs · {len(d.settings)} settings · {len(figs.items)} figures"
+    meta = (
+        f"reglab {H.e(__version__)} · generated {H.e(now)} · {len(d.runs)} runs · "
+        f"{len(d.settings)} settings · {len(figs.items)} figures"
+    )
     return H.page(title, meta, nav, "".join(body)), figs.items, fm
 
 
@@ -339,8 +398,26 @@ def build_report(root: Path, out_dir: Path, runs: list[str] | None = None, title
         "title": title,
         "root": str(root),
         "runs": d.runs["run"].tolist(),
-        "settings": [{"index": s.index + 1, "label": s.label, "values": {k: fmt_value(v) for k, v in s.values.items()}, "runs": s.runs, "diverged": s.diverged} for s in d.settings],
-        "figures": [{"name": f.name, "title": f.title, "caption": f.caption, "section": f.section, "file": f"figures/{f.name}.png"} for f in figs],
+        "settings": [
+            {
+                "index": s.index + 1,
+                "label": s.label,
+                "values": {k: fmt_value(v) for k, v in s.values.items()},
+                "runs": s.runs,
+                "diverged": s.diverged,
+            }
+            for s in d.settings
+        ],
+        "figures": [
+            {
+                "name": f.name,
+                "title": f.title,
+                "caption": f.caption,
+                "section": f.section,
+                "file": f"figures/{f.name}.png",
+            }
+            for f in figs
+        ],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-tmp-"))

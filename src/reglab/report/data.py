@@ -74,7 +74,7 @@ def fmt_value(v: object) -> str:
     """A config value as a short string: 0.001 -> 0.001, 1e-05 -> 1e-05, (a, b) -> a,b."""
     if is_missing(v):
         return "–"
-    if isinstance(v, bool) or isinstance(v, np.bool_):
+    if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if isinstance(v, (float, np.floating)):
         return f"{float(v):g}"
@@ -125,7 +125,7 @@ def make_labels(values: list[dict[str, object]], axes: list[str]) -> list[str]:
         for i in reg_idx:
             cols = [c for c in axes if _reg_index(c) == i]
             prefix = f"regularizers.{i}."
-            present = {c[len(prefix):]: vals.get(c) for c in cols if not is_missing(vals.get(c))}
+            present = {c[len(prefix) :]: vals.get(c) for c in cols if not is_missing(vals.get(c))}
             if not present:
                 if i == 0:
                     pieces.append("no regularizer")

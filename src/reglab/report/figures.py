@@ -25,6 +25,30 @@ the code lives in:
 
 from __future__ import annotations
 
+from .figures_landscape import landscape_figures, representative_run
+from .figures_margins import MARGIN_DOC, MARGIN_KIND_ORDER, choose_margin_kind, margin_figures, margins_by_setting
+from .figures_margins import _violins as _violins
+from .figures_structure import (
+    RANK_DOC,
+    rank_during_figures,
+    rank_figures,
+    sparsity_figures,
+    sparsity_values,
+    spectrum_figures,
+)
+from .figures_structure import _layer_order as _layer_order
+from .figures_structure import _ranks_frame as _ranks_frame
+from .figures_training import (
+    MEASUREMENT_DOC,
+    curve_figures,
+    final_accuracy_figures,
+    lambda_figures,
+    measurement_columns,
+    measurement_figures,
+    reg_keys,
+)
+from .figures_training import _changing as _changing
+
 # plotting first: it selects the Agg backend before any figure family imports pyplot
 from .plotting import (
     BAND,
@@ -43,29 +67,6 @@ from .plotting import _legend_below as _legend_below
 from .plotting import _panel_grid as _panel_grid
 from .plotting import _part as _part
 from .plotting import _part_title as _part_title
-from .figures_training import (
-    MEASUREMENT_DOC,
-    curve_figures,
-    final_accuracy_figures,
-    lambda_figures,
-    measurement_columns,
-    measurement_figures,
-    reg_keys,
-)
-from .figures_training import _changing as _changing
-from .figures_margins import MARGIN_DOC, MARGIN_KIND_ORDER, choose_margin_kind, margin_figures, margins_by_setting
-from .figures_margins import _violins as _violins
-from .figures_structure import (
-    RANK_DOC,
-    rank_during_figures,
-    rank_figures,
-    sparsity_figures,
-    sparsity_values,
-    spectrum_figures,
-)
-from .figures_structure import _layer_order as _layer_order
-from .figures_structure import _ranks_frame as _ranks_frame
-from .figures_landscape import landscape_figures, representative_run
 
 __all__ = [
     "BAND",

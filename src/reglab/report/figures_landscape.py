@@ -8,7 +8,6 @@ from __future__ import annotations
 from .data import ReportData, Setting, landscape_meta, landscape_pngs
 from .plotting import Fig
 
-
 # ---------------------------------------------------------------------------------------------
 # landscapes (the PNGs the landscape writer made, of one representative run per setting)
 # ---------------------------------------------------------------------------------------------
@@ -35,7 +34,11 @@ def landscape_figures(d: ReportData) -> list[Fig]:
             if k in meta:
                 desc.append(f"{k} = {meta[k]}")
         seed = s.seeds[s.runs.index(r)] if s.seeds else "?"
-        what = {"contour": "contour plot of the loss", "surface": "surface plot of the loss", "line": "loss along one direction"}
+        what = {
+            "contour": "contour plot of the loss",
+            "surface": "surface plot of the loss",
+            "line": "loss along one direction",
+        }
         for name, png in pngs.items():
             cap = (
                 f"Loss landscape around the final weights of run {r} (seed {seed}), the representative "

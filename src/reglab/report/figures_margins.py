@@ -13,7 +13,6 @@ import numpy as np
 from .data import ReportData, read_margins
 from .plotting import SPLIT_NAMES, Fig, _part, _part_title, chunks, to_png
 
-
 # ---------------------------------------------------------------------------------------------
 # margins
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +83,9 @@ def margin_figures(d: ReportData, by: dict[int, dict[str, np.ndarray]] | None = 
     out = []
     parts = list(chunks(settings))
     for part, group in parts:
-        fig, axes = plt.subplots(1, len(splits), figsize=(3.6 * len(splits) + 0.5, 0.5 * len(group) + 1.4), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(splits), figsize=(3.6 * len(splits) + 0.5, 0.5 * len(group) + 1.4), sharey=True, squeeze=False
+        )
         for ax, sp in zip(axes[0], splits):
             data, pos, cols = [], [], []
             for i, s in enumerate(group):
@@ -113,5 +114,13 @@ def margin_figures(d: ReportData, by: dict[int, dict[str, np.ndarray]] | None = 
             f"marks margin 0: examples left of it are misclassified."
         )
         nparts = len(parts)
-        out.append(Fig(_part("margins", part, nparts), _part_title("Margin distributions", part, nparts), cap, to_png(fig), "margins"))
+        out.append(
+            Fig(
+                _part("margins", part, nparts),
+                _part_title("Margin distributions", part, nparts),
+                cap,
+                to_png(fig),
+                "margins",
+            )
+        )
     return out, kind

@@ -12,8 +12,18 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from .data import ReportData, read_csv, read_json, read_jsonl_frame, read_npz
-from .plotting import BAND, Fig, _draw_mean_band, _legend_below, _panel_grid, _part, _part_title, chunks, seed_stats, to_png
-
+from .plotting import (
+    BAND,
+    Fig,
+    _draw_mean_band,
+    _legend_below,
+    _panel_grid,
+    _part,
+    _part_title,
+    chunks,
+    seed_stats,
+    to_png,
+)
 
 # ---------------------------------------------------------------------------------------------
 # ranks and spectra
@@ -59,7 +69,9 @@ def rank_figures(d: ReportData) -> list[Fig]:
     out = []
     parts = list(chunks(settings))
     for part, group in parts:
-        fig, axes = _panel_grid(len(metrics), max_cols=3, w=max(3.6, 0.55 * len(layers) * max(1, len(group)) ** 0.5 + 1.5), h=3.0)
+        fig, axes = _panel_grid(
+            len(metrics), max_cols=3, w=max(3.6, 0.55 * len(layers) * max(1, len(group)) ** 0.5 + 1.5), h=3.0
+        )
         width = 0.8 / len(group)
         for ax, m in zip(axes, metrics):
             for j, s in enumerate(group):
@@ -69,16 +81,31 @@ def rank_figures(d: ReportData) -> list[Fig]:
                 lo = mean - g.min().reindex(layers)
                 hi = g.max().reindex(layers) - mean
                 xs = np.arange(len(layers)) - 0.4 + width * (j + 0.5)
-                ax.bar(xs, mean, width=width, color=s.color, alpha=0.85, yerr=[lo, hi], error_kw={"elinewidth": 0.8, "capsize": 1.5})
-            if "full_rank" in f.columns or {"rows", "cols"} <= set(f.columns):
-                if m in ("rank_numerical", "rank_rel", "effective_rank", "stable_rank"):
-                    full = f.groupby("layer").apply(
-                        lambda g: (g["full_rank"] if "full_rank" in g else np.minimum(g["rows"], g["cols"])).max(), include_groups=False
-                    ).reindex(layers)
-                    xs = np.arange(len(layers))
-                    ax.hlines(full, xs - 0.42, xs + 0.42, colors="0.25", linestyles="--", lw=1.2, zorder=4)
+                ax.bar(
+                    xs,
+                    mean,
+                    width=width,
+                    color=s.color,
+                    alpha=0.85,
+                    yerr=[lo, hi],
+                    error_kw={"elinewidth": 0.8, "capsize": 1.5},
+                )
+            has_dims = "full_rank" in f.columns or {"rows", "cols"} <= set(f.columns)
+            if has_dims and m in ("rank_numerical", "rank_rel", "effective_rank", "stable_rank"):
+                full = (
+                    f.groupby("layer")
+                    .apply(
+                        lambda g: (g["full_rank"] if "full_rank" in g else np.minimum(g["rows"], g["cols"])).max(),
+                        include_groups=False,
+                    )
+                    .reindex(layers)
+                )
+                xs = np.arange(len(layers))
+                ax.hlines(full, xs - 0.42, xs + 0.42, colors="0.25", linestyles="--", lw=1.2, zorder=4)
             ax.set_xticks(np.arange(len(layers)))
-            ax.set_xticklabels(layers, rotation=30 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center")
+            ax.set_xticklabels(
+                layers, rotation=30 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center"
+            )
             ax.set_xlabel("weight layer")
             ax.set_ylabel(m.replace("_", " "))
             ax.set_title(m.replace("_", " "))
@@ -93,7 +120,9 @@ def rank_figures(d: ReportData) -> list[Fig]:
             + f". Bar: mean over seeds; error bar: {BAND}; dashed line: the largest possible rank min(rows, cols)."
         )
         nparts = len(parts)
-        out.append(Fig(_part("ranks", part, nparts), _part_title("Rank per layer", part, nparts), cap, to_png(fig), "ranks"))
+        out.append(
+            Fig(_part("ranks", part, nparts), _part_title("Rank per layer", part, nparts), cap, to_png(fig), "ranks")
+        )
     return out
 
 
@@ -126,7 +155,15 @@ def rank_during_figures(d: ReportData, metric: str = "effective_rank", max_layer
             + f". Line: mean over seeds; shaded band: {BAND}."
         )
         nparts = len(parts)
-        out.append(Fig(_part("ranks_during", part, nparts), _part_title("Rank during training", part, nparts), cap, to_png(fig), "ranks"))
+        out.append(
+            Fig(
+                _part("ranks_during", part, nparts),
+                _part_title("Rank during training", part, nparts),
+                cap,
+                to_png(fig),
+                "ranks",
+            )
+        )
     return out
 
 
@@ -167,7 +204,9 @@ def spectrum_figures(d: ReportData, max_layers: int = 6) -> list[Fig]:
                 idx = np.arange(1, n + 1)
                 ax.plot(idx, np.where(m > 0, m, np.nan), color=s.color)
                 if len(a) > 1:
-                    ax.fill_between(idx, np.where(a.min(0) > 0, a.min(0), np.nan), a.max(0), color=s.color, alpha=0.18, lw=0)
+                    ax.fill_between(
+                        idx, np.where(a.min(0) > 0, a.min(0), np.nan), a.max(0), color=s.color, alpha=0.18, lw=0
+                    )
             ax.set_yscale("log")
             ax.set_title(str(layer), fontsize=10)
             ax.set_xlabel("index i")
@@ -180,7 +219,15 @@ def spectrum_figures(d: ReportData, max_layers: int = 6) -> list[Fig]:
             f"decreasing order (log scale). Line: mean over seeds; shaded band: {BAND}."
         )
         nparts = len(parts)
-        out.append(Fig(_part("spectra", part, nparts), _part_title("Singular value spectra", part, nparts), cap, to_png(fig), "ranks"))
+        out.append(
+            Fig(
+                _part("spectra", part, nparts),
+                _part_title("Singular value spectra", part, nparts),
+                cap,
+                to_png(fig),
+                "ranks",
+            )
+        )
     return out
 
 
@@ -228,5 +275,13 @@ def sparsity_figures(d: ReportData) -> list[Fig]:
             "Bar: mean over seeds; dots: individual seeds."
         )
         nparts = len(parts)
-        out.append(Fig(_part("active_units", part, nparts), _part_title("Active units", part, nparts), cap, to_png(fig), "sparsity"))
+        out.append(
+            Fig(
+                _part("active_units", part, nparts),
+                _part_title("Active units", part, nparts),
+                cap,
+                to_png(fig),
+                "sparsity",
+            )
+        )
     return out

@@ -31,7 +31,6 @@ from .plotting import (
     x_axis,
 )
 
-
 # ---------------------------------------------------------------------------------------------
 # curves over training
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +66,8 @@ def curve_figures(d: ReportData) -> list[Fig]:
             fig.tight_layout()
             _legend_below(fig, group)
             what = (
-                "mean cross-entropy (or MSE for one-output models) of the data term alone, without the regularizer penalty"
+                "mean cross-entropy (or MSE for one-output models) of the data term alone, "
+                "without the regularizer penalty"
                 if metric == "loss"
                 else "classification accuracy in percent"
             )
@@ -147,7 +147,15 @@ def lambda_figures(d: ReportData) -> list[Fig]:
                 + (" Steps where λ = 0 are left out (not representable on a log axis)." if nonpos else "")
             )
             nparts = len(parts)
-            out.append(Fig(_part(f"lambda_{key}", part, nparts), _part_title(f"λ schedule: {key}", part, nparts), cap, to_png(fig), "lambda"))
+            out.append(
+                Fig(
+                    _part(f"lambda_{key}", part, nparts),
+                    _part_title(f"λ schedule: {key}", part, nparts),
+                    cap,
+                    to_png(fig),
+                    "lambda",
+                )
+            )
     return out
 
 
@@ -158,7 +166,7 @@ MEASUREMENT_DOC = {
     "path_norm": "Σ_j ‖w_j‖·‖v_j‖ over the hidden units",
     "objective_path_norm": "path norm + ½ Σ ‖W_o‖² over the other layers",
     "objective_l2": "½ Σ (‖W‖² + ‖V‖²), the weight-decay objective",
-    "train_objective_path_norm": "training loss + λ·(path-norm objective), study 4's \"wd objective\"",
+    "train_objective_path_norm": 'training loss + λ·(path-norm objective), study 4\'s "wd objective"',
     "train_objective_l2": "training loss + λ·½ Σ (‖W‖² + ‖V‖²), the full weight-decay objective",
     "rho": "ρ = Π_l ‖W_l‖_F, the product of the layers' Frobenius norms",
     "energy_epoch": "path energy of the epoch: Σ_t ‖θ_{t+1} − θ_t‖² over its updates (a sum, not per sample)",
@@ -223,7 +231,9 @@ def measurement_figures(d: ReportData) -> list[Fig]:
             fig.tight_layout()
             _legend_below(fig, [s for s in group if s.index in drawn])
             docs = "; ".join(
-                f"{c.split('.', 1)[1]}: {MEASUREMENT_DOC[c.split('.', 1)[1]]}" for c in cgroup if c.split(".", 1)[1] in MEASUREMENT_DOC
+                f"{c.split('.', 1)[1]}: {MEASUREMENT_DOC[c.split('.', 1)[1]]}"
+                for c in cgroup
+                if c.split(".", 1)[1] in MEASUREMENT_DOC
             )
             cap = (
                 "Measurements reported by the regularizers at each evaluation (evals.jsonl columns "
@@ -234,7 +244,15 @@ def measurement_figures(d: ReportData) -> list[Fig]:
             )
             nparts = len(parts) * len(col_groups)
             pno = gi * len(parts) + part
-            out.append(Fig(_part("measurements", pno, nparts), _part_title("Regularizer measurements during training", pno, nparts), cap, to_png(fig), "measurements"))
+            out.append(
+                Fig(
+                    _part("measurements", pno, nparts),
+                    _part_title("Regularizer measurements during training", pno, nparts),
+                    cap,
+                    to_png(fig),
+                    "measurements",
+                )
+            )
     return out
 
 
@@ -257,10 +275,26 @@ def final_accuracy_figures(d: ReportData, metric: str = "test_acc") -> list[Fig]
             vals = pd.to_numeric(sub[metric], errors="coerce").dropna().to_numpy() * 100
             y = len(group) - 1 - i
             if len(vals):
-                ax.scatter(vals, np.full(len(vals), y) + np.linspace(-0.12, 0.12, len(vals)), color=s.color, s=18, alpha=0.7, zorder=3)
+                ax.scatter(
+                    vals,
+                    np.full(len(vals), y) + np.linspace(-0.12, 0.12, len(vals)),
+                    color=s.color,
+                    s=18,
+                    alpha=0.7,
+                    zorder=3,
+                )
                 agg = aggregate_seeds(sub, [metric], by=[]).iloc[0]
                 m, h = agg[f"{metric}_mean"] * 100, agg[f"{metric}_ci95"] * 100
-                ax.errorbar([m], [y], xerr=None if math.isnan(h) else [[h], [h]], fmt="D", color="black", ms=5, capsize=4, zorder=4)
+                ax.errorbar(
+                    [m],
+                    [y],
+                    xerr=None if math.isnan(h) else [[h], [h]],
+                    fmt="D",
+                    color="black",
+                    ms=5,
+                    capsize=4,
+                    zorder=4,
+                )
         ax.set_yticks(range(len(group)))
         ax.set_yticklabels([s.label for s in reversed(group)])
         for t, s in zip(ax.get_yticklabels(), reversed(group)):
@@ -276,5 +310,13 @@ def final_accuracy_figures(d: ReportData, metric: str = "test_acc") -> list[Fig]
             "Diverged runs are left out."
         )
         nparts = len(parts)
-        out.append(Fig(_part(f"final_{metric}", part, nparts), _part_title(f"Final {name}", part, nparts), cap, to_png(fig), "metrics"))
+        out.append(
+            Fig(
+                _part(f"final_{metric}", part, nparts),
+                _part_title(f"Final {name}", part, nparts),
+                cap,
+                to_png(fig),
+                "metrics",
+            )
+        )
     return out

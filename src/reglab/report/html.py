@@ -29,7 +29,8 @@ td.best { font-weight: bold; }
 tbody td:first-child { min-width: 10em; }
 tr.diverged td { background: #fff4f2; }
 .flag { color: #b3261e; font-weight: bold; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; vertical-align: -1px; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px;
+          vertical-align: -1px; }
 code, .kv { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; }
 .kv { display: inline-block; margin: 0 10px 2px 0; white-space: nowrap; }
 .kv b { font-weight: normal; color: var(--muted); }
@@ -37,7 +38,8 @@ figure { margin: 18px 0 26px; }
 figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 figcaption { font-size: 13px; color: #333; margin-top: 6px; line-height: 1.45; }
 figcaption b { color: var(--fg); }
-.note { font-size: 13px; color: var(--muted); background: var(--band); border-left: 3px solid var(--rule); padding: 6px 10px; }
+.note { font-size: 13px; color: var(--muted); background: var(--band); border-left: 3px solid var(--rule);
+        padding: 6px 10px; }
 .scroll { overflow-x: auto; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr)); column-gap: 28px; }
 .grid2 figure { margin: 10px 0 18px; }
@@ -53,11 +55,17 @@ def data_uri(png: bytes) -> str:
 
 
 def swatch(color: Sequence[float]) -> str:
-    r, g, b = (int(round(255 * c)) for c in color[:3])
+    r, g, b = (round(255 * c) for c in color[:3])
     return f'<span class="swatch" style="background: rgb({r},{g},{b})"></span>'
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]], num_cols: Iterable[int] = (), row_classes: Sequence[str] | None = None, cls: str = "") -> str:
+def table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    num_cols: Iterable[int] = (),
+    row_classes: Sequence[str] | None = None,
+    cls: str = "",
+) -> str:
     """A table from already-escaped cell HTML."""
     num = set(num_cols)
     head = "".join(f'<th class="num">{h}</th>' if i in num else f"<th>{h}</th>" for i, h in enumerate(header))
@@ -75,7 +83,10 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], num_cols: Iterab
             attr = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{attr}>{c}</td>")
         body.append(f"<tr{rc}>{''.join(cells)}</tr>")
-    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    return (
+        f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def figure(number: int, fig_id: str, title: str, caption: str, png: bytes) -> str:
@@ -96,9 +107,9 @@ def section(sec_id: str, title: str, body: str) -> str:
 def page(title: str, meta: str, nav: Sequence[tuple[str, str]], body: str) -> str:
     links = "".join(f'<a href="#{e(i)}">{e(t)}</a>' for i, t in nav)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
         f"<title>{e(title)}</title><style>{CSS}</style></head>"
-        f"<body><main><h1>{e(title)}</h1><div class=\"meta\">{meta}</div><nav>{links}</nav>{body}</main></body></html>\n"
+        f'<body><main><h1>{e(title)}</h1><div class="meta">{meta}</div><nav>{links}</nav>{body}</main></body></html>\n'
     )

@@ -20,12 +20,12 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)  # no display needed; a no-op when a backend is already set
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
 
-from .data import Setting  # noqa: E402
+from .data import Setting
 
 MAX_SETTINGS = 10
 DPI = 120
@@ -101,6 +101,7 @@ def _panel_grid(n: int, max_cols: int = 3, w: float = 4.0, h: float = 3.0):
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
+
 
 # ---------------------------------------------------------------------------------------------
 # statistics over seeds, drawn as a mean line with a min–max band

@@ -235,9 +235,8 @@ class AutoL2(LambdaSchedule):
     # -------------------------------------------------------------- the rule
     def _update(self, clock: float, cur: Measurement) -> None:
         """Decay when allowed and worsened; otherwise refresh m, M (from n >= 2)."""
-        if self._may_change(clock) and self._worsened(cur):
-            if self._change(clock, self._decayed()):
-                return
+        if self._may_change(clock) and self._worsened(cur) and self._change(clock, self._decayed()):
+            return
         if self.n >= 2:
             self._refresh()
 
@@ -248,7 +247,9 @@ class AutoL2(LambdaSchedule):
             return float(step)
         i = metrics.get("epoch_step")
         if i is None:
-            raise ValueError(f"schedule {self.name} with compat: true needs metrics['epoch_step'] (in-epoch batch index)")
+            raise ValueError(
+                f"schedule {self.name} with compat: true needs metrics['epoch_step'] (in-epoch batch index)"
+            )
         return float(i)
 
     def _may_change(self, clock: float) -> bool:
@@ -299,7 +300,9 @@ class AutoL2(LambdaSchedule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.measurements = [(int(s), float(loss), float(acc), float(lam)) for s, loss, acc, lam in state["measurements"]]
+        self.measurements = [
+            (int(s), float(loss), float(acc), float(lam)) for s, loss, acc, lam in state["measurements"]
+        ]
         self.n = int(state["n"])
         self.m = None if state["m"] is None else float(state["m"])
         self.M = None if state["M"] is None else float(state["M"])
@@ -334,10 +337,9 @@ class AdvanceL2(AutoL2):
             if self._worsened(cur):
                 if self._change(clock, self._decayed()):
                     return
-            elif self._improved(cur):
-                if self._change(clock, self._raised()):
-                    self._reset_reference()
-                    return
+            elif self._improved(cur) and self._change(clock, self._raised()):
+                self._reset_reference()
+                return
             if self.options.compat:
                 return
         if self.n >= 2:

@@ -125,8 +125,9 @@ class ProcessExecutor(Executor):
         self.jobs = jobs
         self.data_dir = data_dir
         self.threads = threads_per_job(jobs)
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
+        self.pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
+        )
         self.pending: set[Future] = set()
 
     def submit(self, configs):
@@ -159,7 +160,9 @@ class SubmititExecutor(Executor):
         try:
             import submitit
         except ImportError:
-            raise ConfigError("--executor", "slurm needs submitit: pip install 'reglab[slurm]'", ["inline", "process"]) from None
+            raise ConfigError(
+                "--executor", "slurm needs submitit: pip install 'reglab[slurm]'", ["inline", "process"]
+            ) from None
         self.data_dir = data_dir
         if local:
             self.ex = submitit.LocalExecutor(folder=str(folder))
@@ -169,7 +172,9 @@ class SubmititExecutor(Executor):
             params = {"timeout_min": int(slurm.get("time", 60)), "slurm_array_parallelism": jobs}
             for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "account", "qos"):
                 if key in slurm:
-                    params[key if key in ("gpus_per_node", "cpus_per_task", "mem_gb", "nodes") else f"slurm_{key}"] = slurm[key]
+                    params[key if key in ("gpus_per_node", "cpus_per_task", "mem_gb", "nodes") else f"slurm_{key}"] = (
+                        slurm[key]
+                    )
             self.ex.update_parameters(**params)
         self.jobs: list = []
 

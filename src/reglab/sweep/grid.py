@@ -215,9 +215,11 @@ def _validate_run(d: dict, axes: dict, variant: int | None) -> RunConfig:
         return validate(d)
     except ConfigError as e:
         where = f" in variants.{variant}" if variant is not None else ""
-        bad = {p: v for p, v in axes.items() if e.field == p or e.field.startswith(p + ".") or p.startswith(e.field + ".")}
+        bad = {
+            p: v for p, v in axes.items() if e.field == p or e.field.startswith(p + ".") or p.startswith(e.field + ".")
+        }
         if bad:
-            (p, v), = list(bad.items())[:1]
+            ((_p, v),) = list(bad.items())[:1]
             raise ConfigError(e.field, f"sweep value {v!r}{where} is invalid: {str(e).split(': ', 1)[1]}") from None
         if where:
             raise ConfigError(e.field, f"{str(e).split(': ', 1)[1]}{where}") from None
@@ -231,4 +233,4 @@ def build_spec(path: str | None, overrides: list[str]) -> dict:
     return merge(base, sweep_overrides(overrides))
 
 
-__all__ = ["PlannedRun", "build_spec", "expand", "find_axes", "split_top_level", "sweep_overrides", "RegularizerConfig"]
+__all__ = ["PlannedRun", "RegularizerConfig", "build_spec", "expand", "find_axes", "split_top_level", "sweep_overrides"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..store import RunDir, RunLock, atomic_write_json
@@ -41,7 +41,7 @@ def write_manifest(root: Path, name: str, spec: dict, runs: list[PlannedRun]) ->
     path = manifest_path(root, name)
     record = {
         "name": name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": spec,
         "axes": sorted({k for r in runs for k in r.axes}),
         "runs": [{"hash": r.hash, "axes": r.axes} for r in runs],
@@ -126,7 +126,11 @@ def run_sweep(
         for o in train_group(g, root, data_dir):
             out = Outcome(**o)
             if out.status == "busy":
-                busy.append(next(r for r in g if r.hash == out.hash).config.model_copy(update={"output": str(root)}).model_dump(mode="json"))
+                busy.append(
+                    next(r for r in g if r.hash == out.hash)
+                    .config.model_copy(update={"output": str(root)})
+                    .model_dump(mode="json")
+                )
                 continue
             result.outcomes[out.hash] = out
             display.finished(out)

@@ -9,4 +9,14 @@ Each run's directory is written exactly as the one-by-one trainer writes it (see
 from .grouping import MAX_GROUP, MAX_PARAMS, VMAPPABLE, describe_plan, group_key, plan_groups, why_not_vectorized
 from .trainer import GroupTrainer, train_group
 
-__all__ = ["MAX_GROUP", "MAX_PARAMS", "VMAPPABLE", "GroupTrainer", "describe_plan", "group_key", "plan_groups", "train_group", "why_not_vectorized"]
+__all__ = [
+    "MAX_GROUP",
+    "MAX_PARAMS",
+    "VMAPPABLE",
+    "GroupTrainer",
+    "describe_plan",
+    "group_key",
+    "plan_groups",
+    "train_group",
+    "why_not_vectorized",
+]

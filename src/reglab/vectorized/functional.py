@@ -49,9 +49,9 @@ def stateful_attributes(reg: Regularizer) -> list[str]:
     tensors with at least one dimension, or non-empty lists of tensors."""
     out = []
     for k, v in vars(reg).items():
-        if isinstance(v, Tensor) and v.ndim >= 1:
-            out.append(k)
-        elif isinstance(v, list) and v and all(isinstance(t, Tensor) for t in v):
+        if (isinstance(v, Tensor) and v.ndim >= 1) or (
+            isinstance(v, list) and v and all(isinstance(t, Tensor) for t in v)
+        ):
             out.append(k)
     return sorted(out)
 
@@ -154,6 +154,8 @@ class VmappedStep:
         self._fn = vmap(one, in_dims=(0, 0, 0, 0, 0), randomness="error")
         self._fn_shared = vmap(one, in_dims=(0, None, None, 0, 0), randomness="error")
 
-    def __call__(self, params: dict, x: Tensor, y: Tensor, lams: Tensor, states: list[dict], step: int, shared: bool = False):
+    def __call__(
+        self, params: dict, x: Tensor, y: Tensor, lams: Tensor, states: list[dict], step: int, shared: bool = False
+    ):
         self.objective.step = step
         return (self._fn_shared if shared else self._fn)(params, x, y, lams, states)

@@ -159,15 +159,21 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool 
     if n is None:
         return f"model: cannot count the parameters of {cfg.model.name} on {cfg.data.dataset} without reading the data"
     if n > max_params:
-        return f"model: {n:,} parameters > {max_params:,}; vectorizing gains nothing on models this large (--vectorize on forces it)"
+        return (
+            f"model: {n:,} parameters > {max_params:,}; "
+            "vectorizing gains nothing on models this large (--vectorize on forces it)"
+        )
     if _runs_on_cpu(cfg) and _has_conv(built):
-        return (f"model: {cfg.model.name} has convolutions, which vectorize into grouped convolutions, slower than "
-                "one by one on a CPU (--vectorize on forces it)")
+        return (
+            f"model: {cfg.model.name} has convolutions, which vectorize into grouped convolutions, slower than "
+            "one by one on a CPU (--vectorize on forces it)"
+        )
     return None
 
 
-def plan_groups(runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_params: int = MAX_PARAMS,
-                auto: bool = True) -> tuple[list[list], list[tuple]]:
+def plan_groups(
+    runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_params: int = MAX_PARAMS, auto: bool = True
+) -> tuple[list[list], list[tuple]]:
     """Split planned runs (sweep.grid.PlannedRun, or anything with a `.config`) into vectorized
     groups and runs that train one by one. `auto` adds the rules that only say grouping would
     not pay (size, convolutions on a CPU); without it only impossibilities remain.
@@ -187,7 +193,9 @@ def plan_groups(runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_
     for members in buckets.values():
         if len(members) < min_group:
             for r in members:
-                singles.append((r, f"no other run shares its model, data, batch size and settings (group of {len(members)})"))
+                singles.append(
+                    (r, f"no other run shares its model, data, batch size and settings (group of {len(members)})")
+                )
             continue
         n_chunks = math.ceil(len(members) / max_group)
         size = math.ceil(len(members) / n_chunks)

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import contextmanager
 import traceback
 import warnings
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -73,7 +73,9 @@ def _sched_step(sched) -> None:
     """Step a run's lr schedule. Its torch optimizer never steps itself (the stacked optimizer
     does the work), so torch's "lr_scheduler.step() before optimizer.step()" warning is noise."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`"))
+        warnings.filterwarnings(
+            "ignore", message=re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+        )
         sched.step()
 
 
@@ -112,7 +114,9 @@ class GroupTrainer:
     # ------------------------------------------------------------------ helpers
     def _lams(self) -> torch.Tensor:
         dev = self.setups[0].device
-        return torch.tensor([[t.sched.lam for t in s.terms] for s in self.setups], dtype=torch.float32, device=dev).reshape(self.M, -1)
+        return torch.tensor(
+            [[t.sched.lam for t in s.terms] for s in self.setups], dtype=torch.float32, device=dev
+        ).reshape(self.M, -1)
 
     def _states(self) -> list[dict]:
         out = []
@@ -156,7 +160,9 @@ class GroupTrainer:
                 tr._flush()
 
     # ------------------------------------------------------------------ main loop
-    def fit(self) -> list[dict | None]:
+    # The one-step redesign (issue 16) replaces this loop with the trainer's own step; until then
+    # it mirrors Trainer.fit branch for branch, hence the complexity.
+    def fit(self) -> list[dict | None]:  # noqa: C901
         cfg = self.cfg
         s0 = self.setups[0]
         for tr, resumed in zip(self.trainers, self.resumed):
@@ -186,7 +192,9 @@ class GroupTrainer:
             if shared:
                 idx = perms[0, i0 : i0 + bs]
                 xb, yb = x_all[idx], y_all[idx]
-                totals, data_loss, outs, pens, effects = self.vstep(params, xb, yb, lams, self._states(), step, shared=True)
+                totals, data_loss, outs, pens, effects = self.vstep(
+                    params, xb, yb, lams, self._states(), step, shared=True
+                )
                 x, y = xb.expand(self.M, *xb.shape), yb.expand(self.M, *yb.shape)  # views, per model
             else:
                 idx = perms[:, i0 : i0 + bs]
@@ -209,7 +217,9 @@ class GroupTrainer:
                         t = s.terms[k]
                         t.reg.prox(s.model, t.sched.lam, lrs[i])
                     if self.hook_terms:
-                        ctx = StepContext(step, x[i], y[i], outs[i].detach(), data_loss[i].detach(), s.loss_fn, epoch=epoch)
+                        ctx = StepContext(
+                            step, x[i], y[i], outs[i].detach(), data_loss[i].detach(), s.loss_fn, epoch=epoch
+                        )
                         for k in self.hook_terms:
                             s.terms[k].reg.after_step(s.model, ctx)
             rows = torch.cat([data_loss.detach()[:, None], totals.detach()[:, None], pens.detach()], dim=1).float()
@@ -225,7 +235,10 @@ class GroupTrainer:
                     for t, m in zip(s.terms, measure[i]):
                         if m:
                             before = t.sched.lam
-                            t.sched.observe(step, {"train_loss": vals[i][0], "train_acc": vals[i][1] / y.shape[1], "epoch_step": bie})
+                            t.sched.observe(
+                                step,
+                                {"train_loss": vals[i][0], "train_acc": vals[i][1] / y.shape[1], "epoch_step": bie},
+                            )
                             lam_changed |= t.sched.lam != before
             if lam_changed:
                 lams = self._lams()
@@ -281,7 +294,8 @@ def _outcome(h: str, status: str, wall: float = 0.0, error: str | None = None) -
     return {"hash": h, "status": status, "wall": wall, "error": error}
 
 
-def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dict]:
+# Locks, resume, failure and sync paths of one group in one place; issue 16 splits it with the trainer.
+def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dict]:  # noqa: C901
     """Train planned runs (sweep.grid.PlannedRun: `.config`, `.hash`) that `plan_groups` put in
     one group, into `<root>/<hash>/`, and say how each went, like `sweep.executors.execute_run`:
     {"hash", "status" (done | diverged | skipped | busy | failed), "wall", "error"}, in the order
@@ -293,7 +307,9 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
     from .grouping import group_key
 
     if len({group_key(r.config) for r in runs}) > 1:
-        raise ValueError("train_group: the runs differ in more than seed, optim.lr and regularizer lambdas; use plan_groups")
+        raise ValueError(
+            "train_group: the runs differ in more than seed, optim.lr and regularizer lambdas; use plan_groups"
+        )
     root = Path(root)
     out: dict[str, dict] = {}
     locks: list[RunLock] = []
@@ -341,18 +357,20 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                 else:
                     summaries = GroupTrainer([m[2] for m in members], [m[3] for m in members]).fit()
             except Exception as e:
-                for h, rd, tr, _ in members:
+                for h, rd, _tr, _ in members:
                     _record_failure(rd, e)
-                    out[h] = _outcome(h, "failed", (time.perf_counter() - t0) / len(members), f"{type(e).__name__}: {e}")
+                    out[h] = _outcome(
+                        h, "failed", (time.perf_counter() - t0) / len(members), f"{type(e).__name__}: {e}"
+                    )
                 continue
-            for (h, rd, tr, _), summary in zip(members, summaries):
+            for (_h, rd, _tr, _), summary in zip(members, summaries):
                 rd.write_summary(summary)
             sync_to_disk()  # every file of these runs is on disk before any DONE says so
-            for (h, rd, tr, _), summary in zip(members, summaries):
+            for _h, rd, _tr, _ in members:
                 rd.mark_done()
             sync_to_disk()
             share = (time.perf_counter() - t0) / len(members)
-            for (h, rd, tr, _), summary in zip(members, summaries):
+            for (h, _rd, _tr, _), summary in zip(members, summaries):
                 out[h] = _outcome(h, summary["status"], share)
     finally:
         for lock in locks:
@@ -386,10 +404,8 @@ def _shared_task_data():
 
 
 def _record_failure(rd: RunDir, e: Exception) -> None:
-    try:
+    with suppress(OSError):
         rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
-    except OSError:
-        pass
 
 
 __all__ = ["CompactRunDir", "GroupTrainer", "train_group"]
