@@ -11,31 +11,38 @@ Target: reglab's grid <= 5 s on a 2-core CPU at the process's default thread cou
 entry times reglab with one thread: on a machine busy with other processes, two OpenMP threads
 on two cores can be many times slower than one (each small op waits at a barrier for a
 descheduled thread), so the load average is printed and stored with the entries.
-Needs MNIST in $REGLAB_DATA (exits 0 otherwise).
+Needs MNIST in $REGLAB_DATA (exits 1 otherwise, writing nothing). Tiny mode ($REGLAB_BENCH_TINY=1):
+a 5 x 5 grid of 256 examples, one naive row, one timing each; without MNIST it uses random
+MNIST-shaped data (the entries' "data" says which).
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import sys
 
 import numpy as np
 import torch
 
-from common import entry, print_table, timeit, write_results
+from common import Session, entry, mnist_data_dir, print_table, timeit, tiny
 from reglab.config import load_config
 from reglab.data import build_task, resolve_data_dir
 from reglab.evaluation import make_loss_fn
 from reglab.landscape import evaluate_grid, grid_axis, random_directions
 from reglab.models import build_model
 
-N_EXAMPLES, RES, NAIVE_ROWS = 2048, 21, 3
+N_EXAMPLES, RES, NAIVE_ROWS, REPEAT = (256, 5, 1, 1) if tiny() else (2048, 21, 3, 3)
+SYNTHETIC = [
+    "data.dataset=synthetic",
+    "data.synthetic.dim=784",
+    "data.synthetic.classes=10",
+    "data.synthetic.n_test=16",
+]
 
 
 def setup(data_dir):
-    cfg = load_config(None, ["data.dataset=mnist", "model.widths=[784,128,128,10]"])
-    task = build_task(cfg.data, 0, "cpu", resolve_data_dir(data_dir))
+    data = ["data.dataset=mnist"] if data_dir else [*SYNTHETIC, f"data.synthetic.n_train={N_EXAMPLES}"]
+    cfg = load_config(None, [*data, "model.widths=[784,128,128,10]"])
+    task = build_task(cfg.data, 0, "cpu", resolve_data_dir(data_dir) if data_dir else None)
     torch.manual_seed(0)
     model = build_model(cfg.model, task.input_shape, task.num_outputs)
     return model, task.x_train[:N_EXAMPLES], task.y_train[:N_EXAMPLES], make_loss_fn("auto", task.task), task.task
@@ -59,11 +66,11 @@ def naive_grid(model, dirs, x, y, loss_fn, alphas, betas):
     return out
 
 
-def main() -> int:
-    d = os.environ.get("REGLAB_DATA")
-    if not d or not (resolve_data_dir(d) / "mnist").exists():
-        print("bench_landscape needs MNIST: set REGLAB_DATA to the data directory (e.g. ../shared/data); skipped")
-        return 0
+def main() -> None:
+    session = Session()
+    d = mnist_data_dir()
+    if d is None and not tiny():
+        raise SystemExit("bench_landscape needs MNIST: set REGLAB_DATA to the data directory (e.g. ../shared/data)")
     model, x, y, loss_fn, task = setup(d)
     dirs = random_directions(model, 2, "filter", seed=0)
     alphas = betas = grid_axis(-1, 1, RES)
@@ -76,20 +83,17 @@ def main() -> int:
         result["naive"] = naive_grid(model, dirs, x, y, loss_fn, alphas, betas[:NAIVE_ROWS])
 
     threads = torch.get_num_threads()
-    load = os.getloadavg()[0]
-    t_ours = timeit(ours, repeat=3, warmup=1)
+    t_ours = timeit(ours, repeat=REPEAT, warmup=1)
     t_naive = timeit(naive, repeat=1, warmup=0) * RES / NAIVE_ROWS
     torch.set_num_threads(1)
     try:
-        t_one = timeit(ours, repeat=3, warmup=1)
+        t_one = timeit(ours, repeat=REPEAT, warmup=1)
     finally:
         torch.set_num_threads(threads)
     diff = float(np.max(np.abs(result["grid"].loss[:NAIVE_ROWS] - result["naive"])))
-    print(
-        f"threads={threads}  load average (1 min) at start={load:.2f}, end={os.getloadavg()[0]:.2f}  "
-        f"max |reglab - naive| loss = {diff:.3g}"
-    )
-    name = f"landscape {RES}x{RES} MNIST MLP, {N_EXAMPLES} ex/point"
+    print(f"threads={threads}  max |reglab - naive| loss = {diff:.3g}")
+    data = "mnist" if d else "synthetic MNIST-shaped (REGLAB_DATA has no MNIST)"
+    name = f"landscape {RES}x{RES} {'MNIST' if d else 'synthetic'} MLP, {N_EXAMPLES} ex/point"
     es = [
         entry(
             f"{name}, {threads} threads",
@@ -101,7 +105,7 @@ def main() -> int:
             t_ours <= 5.0,
             max_abs_diff=diff,
             threads=threads,
-            loadavg=load,
+            data=data,
         ),
         entry(
             f"{name}, 1 thread",
@@ -112,13 +116,11 @@ def main() -> int:
             "value <= 5 s",
             t_one <= 5.0,
             threads=1,
-            loadavg=load,
+            data=data,
         ),
     ]
-    print_table(es, "loss landscape grid")
-    write_results(es, "landscape")
-    return 0
+    print_table(session.write(es, "landscape"), "loss landscape grid")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

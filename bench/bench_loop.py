@@ -9,12 +9,13 @@
   and a DataLoader (batch 128, shuffled, no workers).
 
 Targets: reglab at least 10x faster than the DataLoader loop, within 1.3x of the bare loop.
-Uses MNIST from $REGLAB_DATA when present, else random MNIST-shaped data (said in the output).
+Needs MNIST in $REGLAB_DATA (exits 1 otherwise, writing nothing). Tiny mode ($REGLAB_BENCH_TINY=1):
+an epoch of 2048 examples, one timing each; without MNIST it uses random MNIST-shaped data (the
+entries' "data" says which).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from common import entry, print_table, timeit, write_results
+from common import Session, entry, mnist_data_dir, print_table, timeit, tiny
 from reglab.config import load_config
 from reglab.data import build_task, resolve_data_dir
 from reglab.models import build_model
@@ -33,19 +34,28 @@ from reglab.store import RunDir
 from reglab.train import Trainer, prepare
 
 MEAN, STD = 0.1307, 0.3081
+TINY_EXAMPLES = 2048
+REPEAT = 1 if tiny() else 3
 
 
-def mnist_source():
-    d = os.environ.get("REGLAB_DATA")
-    if d and (resolve_data_dir(d) / "mnist").exists():
-        return "mnist", d
-    return "synthetic", None
+def data_overrides(data_dir) -> list[str]:
+    """MNIST, or random MNIST-shaped data (dim 784, 10 classes) when data_dir is None."""
+    if data_dir is None:
+        n = TINY_EXAMPLES if tiny() else 60000
+        return [
+            "data.dataset=synthetic",
+            "data.synthetic.dim=784",
+            "data.synthetic.classes=10",
+            f"data.synthetic.n_train={n}",
+            "data.synthetic.n_test=16",
+        ]
+    return ["data.dataset=mnist", *([f"data.train_limit={TINY_EXAMPLES}"] if tiny() else [])]
 
 
 def reglab_epoch_time(data_dir) -> float:
     """Wall time of Trainer.fit for one epoch (prepare and analysis excluded)."""
     overrides = [
-        "data.dataset=mnist",
+        *data_overrides(data_dir),
         "data.test_limit=1",
         "model.widths=[784,128,128,10]",
         "optim.lr=0.1",
@@ -74,9 +84,9 @@ def median_time(fn, repeat: int = 3) -> float:
 
 
 def tensors(data_dir):
-    cfg = load_config(None, ["data.dataset=mnist"])
-    task = build_task(cfg.data, 0, "cpu", resolve_data_dir(data_dir))
-    return task.x_train, task.y_train
+    cfg = load_config(None, data_overrides(data_dir))
+    task = build_task(cfg.data, 0, "cpu", resolve_data_dir(data_dir) if data_dir else None)
+    return task.x_train.reshape(-1, 1, 28, 28), task.y_train
 
 
 def model():
@@ -123,15 +133,18 @@ def dataloader_epoch(images_u8, labels):
 
 
 def main():
-    source, data_dir = mnist_source()
-    if source == "synthetic":
-        print("REGLAB_DATA has no MNIST: the bench needs it (set REGLAB_DATA=../shared/data)")
-        return
+    session = Session()
+    data_dir = mnist_data_dir()
+    if data_dir is None and not tiny():
+        raise SystemExit("bench_loop needs MNIST: set REGLAB_DATA to the data directory (e.g. ../shared/data)")
     x, y = tensors(data_dir)
     images_u8 = (x * STD + MEAN).mul(255).round().clamp(0, 255).to(torch.uint8)
-    t_reglab = median_time(lambda: reglab_epoch_time(data_dir), repeat=3)
-    t_bare = timeit(lambda: bare_epoch(x, y), repeat=3)
+    t_reglab = median_time(lambda: reglab_epoch_time(data_dir), repeat=REPEAT)
+    t_bare = timeit(lambda: bare_epoch(x, y), repeat=REPEAT)
     t_dl = timeit(lambda: dataloader_epoch(images_u8, y), repeat=1, warmup=0)
+    data = "mnist" if data_dir else "synthetic MNIST-shaped (REGLAB_DATA has no MNIST)"
+    if tiny():
+        data += f", first {x.shape[0]} examples"
     entries = [
         entry(
             "loop: reglab epoch vs DataLoader epoch",
@@ -141,6 +154,7 @@ def main():
             "s",
             "ratio <= 0.1 (>=10x faster)",
             t_reglab / t_dl <= 0.1,
+            data=data,
         ),
         entry(
             "loop: reglab epoch vs bare slicing loop",
@@ -150,10 +164,11 @@ def main():
             "s",
             "ratio <= 1.3",
             t_reglab / t_bare <= 1.3,
+            data=data,
         ),
     ]
-    print_table(entries, f"MNIST epoch, MLP 784-128-128-10, batch 128, {torch.get_num_threads()} threads")
-    write_results(entries, "loop")
+    title = f"MNIST epoch, MLP 784-128-128-10, batch 128, {torch.get_num_threads()} threads"
+    print_table(session.write(entries, "loop"), title)
 
 
 if __name__ == "__main__":

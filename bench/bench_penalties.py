@@ -35,6 +35,11 @@ backprop; finite_difference: one forward + backward at the moved weights (its fi
 gives the step's data gradient, which the trainer reuses); jacobian_nuclear estimate: h and g
 once more each, on noisy inputs, plus their backward -- the clean h(x) and g(h(x)) are the
 step's own forward). An entry that misses its target carries a one-line explanation ("why").
+
+Arguments: regularizer labels (e.g. `l2 "nuclear_norm (solver svdvals)"`) measure just those and
+replace just those entries in the results file. Tiny mode ($REGLAB_BENCH_TINY=1): l2,
+nuclear_norm and gradient_norm (exact) on the MLP at batch 16 and HarderNet at batch 4, 2
+warm-up and 3 timed steps each.
 """
 
 from __future__ import annotations
@@ -47,15 +52,19 @@ import time
 
 import torch
 
-from common import entry, print_table, write_results
+from common import Session, entry, print_table, tiny
 from reglab.config import load_config
 from reglab.data.tasks import TaskData
 from reglab.train import Trainer, prepare
 
-WARMUP = 10
+WARMUP = 2 if tiny() else 10
 # timed steps per variant (and as many paired baseline steps), by the warm-up step time
-STEPS = [(0.02, 150), (0.1, 60), (float("inf"), 20)]
+STEPS = [(float("inf"), 3)] if tiny() else [(0.02, 150), (0.1, 60), (float("inf"), 20)]
 BLOCK = 1  # steps per alternating block
+DECOMPOSITION_STEPS = 3 if tiny() else 30
+# (model, batch) configurations measured
+CONFIGS = [("mlp", 16), ("hardernet", 4)] if tiny() else [("mlp", 128), ("hardernet", 16), ("hardernet", 128)]
+TINY_LABELS = {"l2", "nuclear_norm", "gradient_norm (exact)"}
 
 SVD_TARGET = ("ratio <= 3 (SVD/eig)", 3.0)
 DEFAULT_TARGET = ("ratio <= 1.5", 1.5)
@@ -265,7 +274,7 @@ def decomposition_timer(spent: list[float]):
             setattr(torch.linalg, name, fn)
 
 
-def decomposition_ms(v: Variant, steps: int = 30) -> float:
+def decomposition_ms(v: Variant, steps: int = DECOMPOSITION_STEPS) -> float:
     """Median per-step milliseconds spent inside torch.linalg decompositions by v's steps."""
     per_step = []
     spent = [0.0]
@@ -331,23 +340,25 @@ def measure(model: str, batch: int, only: set[str] | None) -> list[dict]:
 
 
 def main(argv: list[str]) -> None:
+    session = Session()
     torch.set_num_threads(2)
     only = set(argv) or None
+    unknown = (only or set()) - {label for label, *_ in REGULARIZERS}
+    if unknown:
+        raise SystemExit(f"bench_penalties: unknown regularizer labels {sorted(unknown)}; see REGULARIZERS")
+    labels = only or (TINY_LABELS if tiny() else None)
     entries = []
-    for model, batch in [("mlp", 128), ("hardernet", 16), ("hardernet", 128)]:
-        entries += measure(model, batch, only)
+    for model, batch in CONFIGS:
+        entries += measure(model, batch, labels)
     title = (
         f"ms per training step vs no regularizer (SGD, {torch.get_num_threads()} threads, "
-        "median of 20-150 steps alternating with the baseline's)"
+        f"median of {min(n for _, n in STEPS)}-{max(n for _, n in STEPS)} steps alternating with the baseline's)"
     )
+    entries = session.write(entries, "penalties", subset=only is not None)
     print_table(entries, title)
     missed = [e for e in entries if e["met"] is False]
     for e in missed:
         print(f"  missed: {e['name']}: {e['why']}")
-    if only is None:
-        write_results(entries, "penalties")
-    else:
-        print("(subset run: bench/results.json not written)")
 
 
 if __name__ == "__main__":

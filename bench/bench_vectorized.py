@@ -15,13 +15,15 @@ is included on both sides).
 (c) where the gain disappears: groups of 8 MNIST MLPs 784-H-10 for growing H (one epoch, time
     per model vs alone), the evidence for grouping.MAX_PARAMS (500k).
 
-MNIST comes from $REGLAB_DATA (the MNIST parts are skipped without it). Options: --threads N
-(default 2; other values write the group "vectorized_<N>thread"), --digits-only, --no-size-sweep.
+MNIST comes from $REGLAB_DATA: without it the benchmark exits 1 having written nothing, unless
+--digits-only is given. Options: --threads N (default 2; other values write the group
+"vectorized_<N>thread"), --digits-only, --no-size-sweep. Tiny mode ($REGLAB_BENCH_TINY=1): (a)
+with 2 models on the first 1024 examples (random MNIST-shaped data without MNIST; the entry's
+"data" says which), (b) with 4 models for 1 epoch, no size sweep, one timing each.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
@@ -30,9 +32,8 @@ from pathlib import Path
 
 import torch
 
-from common import entry, print_table, write_results
+from common import Session, entry, mnist_data_dir, print_table, tiny
 from reglab.config import config_hash, load_config
-from reglab.data import resolve_data_dir
 from reglab.sweep.grid import PlannedRun
 from reglab.train import run
 from reglab.vectorized import train_group
@@ -47,6 +48,14 @@ QUIET = [
     "analysis.margins=false",
     "analysis.spectra=false",
     "analysis.sparsity=false",
+]
+TINY_EXAMPLES = 1024
+SYNTHETIC_MNIST = [
+    "data.dataset=synthetic",
+    "data.synthetic.dim=784",
+    "data.synthetic.classes=10",
+    f"data.synthetic.n_train={TINY_EXAMPLES}",
+    "data.synthetic.n_test=16",
 ]
 
 
@@ -102,59 +111,59 @@ def compare(name, overrides, variants, data_dir, target, repeat: int = 3) -> dic
     )
 
 
+def digits_entry(repeat: int) -> dict:
+    """(b): 64 digits models (4 in tiny mode)."""
+    epochs = 1 if tiny() else 3
+    digits = ["data.dataset=digits", "model.widths=[64,32,10]", "train.batch_size=64", f"train.epochs={epochs}"]
+    seeds, lams = (2, (0.0, 1e-3)) if tiny() else (8, (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1))
+    variants = [(s, lam) for s in range(seeds) for lam in lams]
+    name = f"vectorized: {len(variants)} digits MLPs 64-32-10, per model"
+    return compare(name, [*digits, "optim.lr=0.1"], variants, None, 0.2, repeat=repeat)
+
+
+def mnist_entries(d: str | None, size_sweep: bool) -> list[dict]:
+    """(a) and (c) on MNIST from d; in tiny mode on its first examples, or random MNIST-shaped data."""
+    data = ["data.dataset=mnist"] if d else SYNTHETIC_MNIST
+    described = "mnist" if d else "synthetic MNIST-shaped (REGLAB_DATA has no MNIST)"
+    if tiny():
+        data = [*data, f"data.train_limit={TINY_EXAMPLES}"]
+        described += f", first {TINY_EXAMPLES} examples"
+    source = "MNIST" if d else "synthetic"
+
+    def mlp(h: int) -> list[str]:
+        return [*data, f"model.widths=[784,{h},10]", "train.batch_size=128", "train.epochs=1", "optim.lr=0.1"]
+
+    variants = [(0, 1e-5 * 2**k) for k in range(2 if tiny() else 16)]
+    name = f"vectorized: {len(variants)} {source} MLPs 784-28-10, per model"
+    entries = [compare(name, mlp(28), variants, d, 0.35, repeat=1 if tiny() else 2)]
+    for h in (256, 1024) if size_sweep and not tiny() else ():
+        n_params = 784 * h + h + h * 10 + 10
+        name = f"vectorized: 8 {source} MLPs 784-{h}-10 ({n_params // 1000}k params)"
+        entries.append(compare(name, mlp(h), [(0, 1e-4 * k) for k in range(8)], d, 1.0, repeat=1))
+    for e in entries:
+        e["data"] = described
+    return entries
+
+
 def main():
+    session = Session()
     threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
     torch.set_num_threads(threads)
-    load = os.getloadavg()
-    d = os.environ.get("REGLAB_DATA")
-    has_mnist = bool(d) and (resolve_data_dir(d) / "mnist").exists() and "--digits-only" not in sys.argv
-    entries = []
-    digits = ["data.dataset=digits", "model.widths=[64,32,10]", "train.batch_size=64", "train.epochs=3", "optim.lr=0.1"]
-    variants = [(s, lam) for s in range(8) for lam in (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)]
-    entries.append(compare("vectorized: 64 digits MLPs 64-32-10, per model", digits, variants, None, 0.2))
-    if has_mnist:
-        mnist = [
-            "data.dataset=mnist",
-            "model.widths=[784,28,10]",
-            "train.batch_size=128",
-            "train.epochs=1",
-            "optim.lr=0.1",
-        ]
-        variants = [(0, 1e-5 * 2**k) for k in range(16)]
-        entries.append(compare("vectorized: 16 MNIST MLPs 784-28-10, per model", mnist, variants, d, 0.35, repeat=2))
-        for h in () if "--no-size-sweep" in sys.argv else (256, 1024):
-            over = [
-                "data.dataset=mnist",
-                f"model.widths=[784,{h},10]",
-                "train.batch_size=128",
-                "train.epochs=1",
-                "optim.lr=0.1",
-            ]
-            n_params = 784 * h + h + h * 10 + 10
-            entries.append(
-                compare(
-                    f"vectorized: 8 MNIST MLPs 784-{h}-10 ({n_params // 1000}k params)",
-                    over,
-                    [(0, 1e-4 * k) for k in range(8)],
-                    d,
-                    1.0,
-                    repeat=1,
-                )
-            )
-    else:
-        print("REGLAB_DATA has no MNIST: the MNIST parts are skipped (set REGLAB_DATA=../shared/data)")
-    load_after = os.getloadavg()
-    title = (
-        f"Vectorized groups vs one model alone, {torch.get_num_threads()} threads, "
-        f"load average {load[0]:.1f} before / {load_after[0]:.1f} after on {os.cpu_count()} CPUs"
-    )
-    print_table(entries, title)
-    for e in entries:
-        e["load_average"] = [round(load[0], 2), round(load_after[0], 2)]
+    d = mnist_data_dir()
+    digits_only = "--digits-only" in sys.argv
+    if d is None and not (digits_only or tiny()):
+        raise SystemExit(
+            "bench_vectorized needs MNIST for its MNIST parts: set REGLAB_DATA to the data directory "
+            "(e.g. ../shared/data), or pass --digits-only"
+        )
+    entries = [digits_entry(repeat=1 if tiny() else 3)]
+    if not digits_only:
+        entries += mnist_entries(d, size_sweep="--no-size-sweep" not in sys.argv)
     for e in entries:
         e["threads"] = threads
-    write_results(entries, "vectorized" if threads == 2 else f"vectorized_{threads}thread")
+    entries = session.write(entries, "vectorized" if threads == 2 else f"vectorized_{threads}thread")
+    print_table(entries, f"Vectorized groups vs one model alone, {threads} threads")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
