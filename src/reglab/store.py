@@ -163,6 +163,12 @@ class RunDir:
     def clear_error(self) -> None:
         (self.path / "error.json").unlink(missing_ok=True)
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of atomic writes that a killed process left behind
+        (.NAME.XXXX.tmp). Call only while holding the run's lock: then no write is in flight."""
+        for p in self.path.rglob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
     def mark_done(self) -> None:
         atomic_write_bytes(self.path / DONE, b"", self.sync)
 
@@ -178,10 +184,25 @@ class RunDir:
             if self.sync:
                 os.fsync(fh.fileno())
 
-    def truncate_logs(self, after_step: int) -> None:
-        """Drop log rows past `after_step` (a resume replays those steps)."""
-        for p in (self.steps_path, self.evals_path):
-            rows = [r for r in read_jsonl(p) if r.get("step", 0) <= after_step]
+    @property
+    def ranks_during_path(self) -> Path:
+        return self.path / "analysis" / "ranks_during.jsonl"
+
+    def truncate_logs(self, steps_done: int) -> None:
+        """Keep exactly the log rows of a run that has done `steps_done` steps (a resume from a
+        checkpoint at `steps_done` replays everything after it). Step rows carry the 0-based
+        index of their step, so step k belongs to the first k+1 steps: kept when k < steps_done.
+        Evaluation and during-training spectra rows carry the number of steps done when they were
+        measured: kept when <= steps_done. Files that do not exist are left absent."""
+        keep = {
+            self.steps_path: lambda step: step < steps_done,
+            self.evals_path: lambda step: step <= steps_done,
+            self.ranks_during_path: lambda step: step <= steps_done,
+        }
+        for p, kept in keep.items():
+            if not p.exists():
+                continue
+            rows = [r for r in read_jsonl(p) if kept(r.get("step", 0))]
             text = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
             atomic_write_bytes(p, text.encode(), self.sync)
 

@@ -16,19 +16,24 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from . import __version__
 from .config import RunConfig, canonical_dict, config_hash
 from .errors import ConfigError
-from .evaluation import correct, evaluate, make_loss_fn
+from .evaluation import LossFn, correct, evaluate, make_loss_fn
 from .optim import build_lr_schedule, build_optimizer
 from .regularizers import Regularizer, StepContext, build_regularizer
 from .runtime import keep_freed_memory, resolve_device, seed_everything
 from .schedules import LambdaSchedule, build_schedule
 from .store import RunBusy, RunDir, RunLock
+
+if TYPE_CHECKING:  # reglab.data is imported when a run is prepared, not with this module
+    from .data import TaskData
 
 FLUSH_EVERY = 50
 """Steps between writes of the per-step log (and NaN checks)."""
@@ -47,12 +52,13 @@ class Term:
 class Setup:
     cfg: RunConfig
     device: torch.device
-    data: object
+    data: TaskData
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    lr_sched: object
+    lr_sched: LRScheduler | None
+    """None for a constant learning rate."""
     terms: list[Term]
-    loss_fn: object
+    loss_fn: LossFn
     steps_per_epoch: int
     total_steps: int
     data_gen: torch.Generator
@@ -86,7 +92,11 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     n = data.x_train.shape[0]
     bs = cfg.train.batch_size
     steps_per_epoch = math.ceil(n / bs)  # the last, partial batch is trained on too
-    total = cfg.train.iterations if cfg.train.iterations is not None else math.ceil(cfg.train.epochs * steps_per_epoch)
+    if cfg.train.iterations is not None:
+        total = cfg.train.iterations
+    else:
+        assert cfg.train.epochs is not None  # TrainConfig sets epochs when iterations is not given
+        total = math.ceil(cfg.train.epochs * steps_per_epoch)
     horizon = total if cfg.lr_schedule.unit == "iteration" else math.ceil(total / steps_per_epoch)
     lr_sched = build_lr_schedule(cfg.lr_schedule, optimizer, cfg.optim.lr, horizon)
 
@@ -154,6 +164,7 @@ def run(
         if not rd.exists():
             rd.create(config_record(cfg))
         rd.clear_error()
+        rd.remove_stale_temporaries()
         show = cfg.train.progress if progress is None else progress
         try:
             summary = Trainer(setup, rd, show).fit()
@@ -214,6 +225,7 @@ class Trainer:
         resumed = self._maybe_resume()
         if not resumed and cfg.train.eval_at_start:
             self._evaluate()
+        start_step = self.step
         t0 = self._t0 = time.perf_counter()
         bar = _Progress(s.total_steps, self.step, enabled=self.progress, label=cfg.name)
         model = s.model
@@ -251,7 +263,14 @@ class Trainer:
         bar.close()
         self.elapsed += time.perf_counter() - t0
         self._t0 = None
+        if not (resumed and self.step == start_step):
+            self.save_trained_state()
         return self._finish()
+
+    def save_trained_state(self) -> None:
+        """Save the state at the end of training, before the analysis: a run killed during the
+        analysis, or before its DONE marker, resumes here and only redoes the analysis."""
+        self._save_resume_point(0.0)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         s = self.s
@@ -284,6 +303,7 @@ class Trainer:
         for t in s.terms:
             if t.reg.has_prox:
                 t.reg.prox(model, t.sched.lam, lr)
+            assert ctx is not None  # built above whenever there are terms
             t.reg.after_step(model, ctx)
         row = [data_loss.detach(), total.detach(), *values]
         lams = tuple(t.sched.lam for t in s.terms)  # the step's lambdas, before a measurement changes them
@@ -335,6 +355,7 @@ class Trainer:
         for name, x, y in splits:
             if x is None:
                 continue
+            assert y is not None  # x_val and y_val are set together
             m = evaluate(s.model, x, y, s.loss_fn, d.task, tc.eval_batch_size)
             row[f"{name}_loss"], row[f"{name}_acc"] = m["loss"], m["acc"]
         for t in s.terms:
@@ -354,7 +375,7 @@ class Trainer:
             from .analysis import spectra_rows
 
             (self.rd.path / "analysis").mkdir(exist_ok=True)
-            self.rd.append(self.rd.path / "analysis" / "ranks_during.jsonl", spectra_rows(s.model, self.step))
+            self.rd.append(self.rd.ranks_during_path, spectra_rows(s.model, self.step))
         se = tc.snapshot_every
         if se is not None and (self.n_evals - 1) % se == 0:
             self.rd.save_checkpoint(f"snap_{self.step:08d}", {"model": s.model.state_dict(), "step": self.step})
@@ -489,6 +510,8 @@ class Trainer:
             "n_evals": self.n_evals,
             "elapsed": self.elapsed + run_elapsed,
             "last_eval": self._last_eval,
+            "stopped_early": self.stopped_early,
+            "diverged_at": self.diverged_at,
         }
         self.rd.save_checkpoint("last", state)
 
@@ -496,8 +519,7 @@ class Trainer:
         s = self.s
         ck = self.rd.load_checkpoint("last", map_location=s.device)
         if ck is None:
-            if self.rd.steps_path.exists() or self.rd.evals_path.exists():
-                self.rd.truncate_logs(-1)  # started, never checkpointed: start over cleanly
+            self.rd.truncate_logs(-1)  # started, never checkpointed: start over cleanly
             return False
         s.model.load_state_dict(ck["model"])
         s.optimizer.load_state_dict(ck["optimizer"])
@@ -522,6 +544,8 @@ class Trainer:
         self.n_evals = ck["n_evals"]
         self.elapsed = ck["elapsed"]
         self._last_eval = ck["last_eval"]
+        self.stopped_early = ck.get("stopped_early", False)  # absent in checkpoints of reglab <= 0.1.0
+        self.diverged_at = ck.get("diverged_at")
         self.rd.truncate_logs(self.step)
         return True
 

@@ -59,8 +59,8 @@ def _compact(obj):
 class CompactRunDir(RunDir):
     """A RunDir whose checkpoints hold compact copies of the tensors (same files, same format).
     The group writes its runs' files without an fsync each and syncs once at the points that
-    matter (after resume checkpoints, before and after the DONE markers): ~8 fsyncs a run were
-    a quarter of a small group's time."""
+    matter (after resume checkpoints, before and after the DONE markers): an fsync per file,
+    ~8 a run, would cost a quarter of a small group's time."""
 
     def __init__(self, path: Path):
         super().__init__(path, sync=False)
@@ -109,6 +109,7 @@ class GroupTrainer:
         self.pre_step_terms = [k for k, r in enumerate(regs0) if r.has_pre_step]
         self.hook_terms = [k for k, r in enumerate(regs0) if _overrides_after_step(r)]
         self.active = [True] * self.M
+        self.start_steps = [tr.step for tr in self.trainers]
         self.summaries: list[dict | None] = [None] * self.M
 
     # ------------------------------------------------------------------ helpers
@@ -144,6 +145,9 @@ class GroupTrainer:
         tr = self.trainers[i]
         tr.elapsed += time.perf_counter() - t0
         tr._t0 = None
+        if not (self.resumed[i] and tr.step == self.start_steps[i]):
+            self.opt.export_to(i, self.setups[i].optimizer)
+            tr.save_trained_state()
         summary = tr._finish()
         summary["vectorized"] = {"group_size": self.M}
         self.summaries[i] = summary
@@ -171,6 +175,7 @@ class GroupTrainer:
         t0 = time.perf_counter()
         for tr in self.trainers:
             tr._t0 = t0
+        self._check_diverged(t0)  # a run resumed from the state it diverged in only finishes
         x_all, y_all = s0.data.x_train, s0.data.y_train
         n, bs = x_all.shape[0], cfg.train.batch_size
         total_steps, spe = s0.total_steps, s0.steps_per_epoch
@@ -339,6 +344,7 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                     if not rd.exists():
                         rd.create(config_record(cfg))
                     rd.clear_error()
+                    rd.remove_stale_temporaries()
                     tr = Trainer(setup, rd, progress=False)
                     resumed = tr._maybe_resume()
                     prepared.append((h, rd, tr, resumed))
