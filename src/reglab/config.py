@@ -167,6 +167,10 @@ class ScheduleConfig(_Strict):
     name: str = "constant"
 
 
+def _weight_role_only() -> list[Literal["weight", "bias", "norm"]]:
+    return ["weight"]
+
+
 class RegularizerConfig(_Strict):
     """One regularizer: its name, strength, lambda schedule and its own options."""
 
@@ -174,7 +178,7 @@ class RegularizerConfig(_Strict):
     name: str
     lam: float = Field(0.0, ge=0)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    roles: list[Literal["weight", "bias", "norm"]] = Field(default_factory=lambda: ["weight"])
+    roles: list[Literal["weight", "bias", "norm"]] = Field(default_factory=_weight_role_only)
     """Which parameters the regularizer acts on (where it acts on parameters at all)."""
 
 
@@ -237,23 +241,53 @@ class RunConfig(_Strict):
         return v
 
 
-# Fields that do not change a run's numbers, so they are left out of its identity.
-# (device is left out on purpose: a run resumed on another machine is the same experiment.)
-NON_IDENTITY_FIELDS = ("name", "output", "device", "data.dir", "train.progress")
+# ----------------------------------------------------------------------------- run identity
+#
+# A run's hash names its directory, so it must not move when reglab grows. The rule, enforced by
+# tests/test_run_identity.py (hashes of reference configs pinned at 0.1.0, and an inventory of
+# the schema's fields at that version):
+#
+# 1. Fields that do not change what is computed (labels, paths, device, progress display, and
+#    later logging and trackers) are in NON_IDENTITY_FIELDS and never enter the hash.
+# 2. A field added after 0.1.0 is listed in IDENTITY_DEFAULTS with the value under which it
+#    computes what was computed before it existed; a config holding that value hashes without
+#    the field, so every existing run keeps its hash. Any other value enters the hash.
+# Paths are dotted; "*" stands for every item of a list (regularizers.*.name).
+
+# device is left out on purpose: a run resumed on another machine is the same experiment.
+NON_IDENTITY_FIELDS: tuple[str, ...] = ("name", "output", "device", "data.dir", "train.progress")
+
+# Fields added since 0.1.0 -> the value that reproduces 0.1.0's computation.
+IDENTITY_DEFAULTS: dict[str, Any] = {}
+
+_ABSENT = object()
 
 
-def _drop(d: dict, dotted: str) -> None:
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        d = d.get(p, {})
-    d.pop(parts[-1], None)
+def _drop(d: Any, parts: list[str], only_if: Any = _ABSENT) -> None:
+    """Remove the dotted path `parts` from plain data d (every list item for "*"); with only_if,
+    only where the value equals it."""
+    if not parts:
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        for item in d if isinstance(d, list) else []:
+            _drop(item, rest, only_if)
+        return
+    if not isinstance(d, dict) or head not in d:
+        return
+    if rest:
+        _drop(d[head], rest, only_if)
+    elif only_if is _ABSENT or d[head] == only_if:
+        del d[head]
 
 
 def canonical_dict(cfg: RunConfig) -> dict[str, Any]:
-    """The config as plain JSON data with every default filled in, identity fields only."""
+    """The config as plain JSON data with defaults filled in, identity fields only (see above)."""
     d = cfg.model_dump(mode="json")
     for f in NON_IDENTITY_FIELDS:
-        _drop(d, f)
+        _drop(d, f.split("."))
+    for f, neutral in IDENTITY_DEFAULTS.items():
+        _drop(d, f.split("."), json.loads(json.dumps(neutral)))
     return d
 
 
