@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint format bench clean
 
 venv: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,lint]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,8 +23,23 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff (lint + format check) and mypy, configured in pyproject.toml; also run by .ci/run and
+# by the pre-commit hooks (.pre-commit-config.yaml).
+LINT_PATHS := src tests bench
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+# Every benchmark (or those named: make bench BENCH="penalties loop"), then the README table is
+# regenerated from bench/results.json even when one failed; the exit status is run_all.py's.
 bench: $(STAMP)
-	REGLAB_DATA=$${REGLAB_DATA:-../shared/data} $(BIN)/python bench/run_all.py
+	REGLAB_DATA=$${REGLAB_DATA:-../shared/data} $(BIN)/python bench/run_all.py $(BENCH); \
+	status=$$?; $(BIN)/python bench/report.py && exit $$status
 
 clean:
-	rm -rf $(VENV) runs demo-out bench/results.json
+	rm -rf $(VENV) runs demo-out

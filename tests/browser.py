@@ -5,11 +5,11 @@ from its file descriptor 3 and writes replies and events to fd 4, each message o
 terminated by a NUL byte (the transport Puppeteer and Playwright use). That needs no websocket
 client, no port for DevTools and no chromedriver: two `os.pipe()`s and the standard library.
 
-`find_chromium()` finds the browser; when it is missing and the process runs as root with
-``CI`` or ``REGLAB_INSTALL_BROWSER`` set, it installs it with apt (``apt-get update`` then
-``apt-get install -y chromium chromium-driver``); otherwise it skips the calling test with the
-reason. `render(url)` loads a page and returns its console errors, failed requests, the state of
-every image and a PNG screenshot.
+`find_chromium()` finds the browser or skips the calling test with the reason: the install
+hint, or, when `.ci/run` tried to install Chromium and failed, what it printed
+($REGLAB_BROWSER_UNAVAILABLE). Tests never install anything themselves. `render(url)` loads a
+page and returns its console errors, failed requests, the state of every image and a PNG
+screenshot.
 """
 
 from __future__ import annotations
@@ -50,49 +50,12 @@ def _which() -> str | None:
     return None
 
 
-def _may_install() -> bool:
-    return (
-        hasattr(os, "geteuid")
-        and os.geteuid() == 0
-        and bool(os.environ.get("CI") or os.environ.get("REGLAB_INSTALL_BROWSER"))
-    )
-
-
-def _install() -> str | None:
-    """apt-get install chromium; returns an error text, or None on success."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"],
-    ):
-        try:
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"{' '.join(cmd)}: {e}"
-        if p.returncode != 0:
-            return f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-500:]}"
-    return None
-
-
-@functools.lru_cache(maxsize=1)
-def _find_or_install() -> tuple[str | None, str]:
-    p = _which()
-    if p:
-        return p, ""
-    if not _may_install():
-        return None, INSTALL_HINT
-    err = _install()
-    p = _which()
-    if p:
-        return p, ""
-    return None, f"{INSTALL_HINT} (automatic install failed: {err})"
-
-
 def find_chromium() -> str:
-    """The Chromium binary; installs it when allowed (see module docstring), else skips the test."""
-    p, why = _find_or_install()
+    """The Chromium binary, else skip the calling test with the reason."""
+    p = _which()
     if p is None:
-        pytest.skip(why)
+        why = os.environ.get("REGLAB_BROWSER_UNAVAILABLE")
+        pytest.skip(f"{INSTALL_HINT} ({why})" if why else INSTALL_HINT)
     return p
 
 

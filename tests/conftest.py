@@ -1,26 +1,57 @@
-"""Shared fixtures. Real-data tests read REGLAB_DATA and skip with a reason when it is unset."""
+"""Shared fixtures, and the hermetic environment every test runs in.
+
+No test may depend on what happens to be installed or cached on the machine. Before any test
+module is imported, this file takes REGLAB_DATA out of the environment (it is kept in REAL_DATA
+for the real-data tests), points HOME, the XDG cache and matplotlib's config at a fresh
+directory (so ~/.cache/reglab/data is out of reach), empties REGLAB_SYSTEM_DATA (so
+/usr/share/datasets, where Debian's dataset-fashion-mnist installs, is never searched) and
+removes REGLAB_MIRROR. Subprocesses started by tests inherit the same environment.
+
+Real-data tests have "real" in their name, take the `real_data_dir` (or
+`system_fashion_mnist_dir`) fixture and skip with the reason when the data is absent.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+REAL_DATA = os.environ.pop("REGLAB_DATA", None)
+HERMETIC_HOME = Path(tempfile.mkdtemp(prefix="reglab-tests-home-"))
+os.environ["HOME"] = str(HERMETIC_HOME)
+os.environ["XDG_CACHE_HOME"] = str(HERMETIC_HOME / ".cache")
+os.environ["MPLCONFIGDIR"] = str(HERMETIC_HOME / ".config" / "matplotlib")
+os.environ["REGLAB_SYSTEM_DATA"] = ""
+os.environ.pop("REGLAB_MIRROR", None)
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The directory with the real datasets (CI sets REGLAB_DATA=../shared/data)."""
-    d = os.environ.get("REGLAB_DATA")
-    if not d:
+    if not REAL_DATA:
         pytest.skip("real-data test: set REGLAB_DATA to the data directory (CI uses ../shared/data)")
-    p = Path(d)
+    p = Path(REAL_DATA)
     if not p.is_dir():
-        pytest.skip(f"real-data test: REGLAB_DATA={d} is not a directory")
+        pytest.skip(f"real-data test: REGLAB_DATA={REAL_DATA} is not a directory")
     return p
+
+
+@pytest.fixture
+def system_fashion_mnist_dir(monkeypatch) -> Path:
+    """The system directory of Debian's dataset-fashion-mnist, searched again for this test."""
+    from reglab.data.location import DEFAULT_SYSTEM_DATA_DIRS
+
+    monkeypatch.delenv("REGLAB_SYSTEM_DATA")
+    folder = Path(DEFAULT_SYSTEM_DATA_DIRS[0]) / "fashion-mnist"
+    if not folder.is_dir():
+        pytest.skip(f"real-data test: {folder} is missing (apt-get install dataset-fashion-mnist)")
+    return folder
 
 
 @pytest.fixture

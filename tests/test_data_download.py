@@ -186,7 +186,7 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
 def test_dataset_status(tmp_path, monkeypatch):
     from fixtures_data import write_mnist_folder
 
-    monkeypatch.setattr(mnist_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setenv("REGLAB_SYSTEM_DATA", str(tmp_path / "no-system-copy"))
     data = tmp_path / "data"
     write_mnist_folder(data / "MNIST" / "raw", make_mnist_arrays(), gz=False)
     rows = {r["name"]: r for r in dataset_status(data)}

@@ -28,7 +28,6 @@ from fixtures_data import (
 )
 from reglab.config import DataConfig
 from reglab.data import DATASETS, build_task
-from reglab.data import mnist as mnist_module
 from reglab.data.cifar import read_batch, safe_unpickle
 from reglab.data.corrupt import CorruptFileError
 from reglab.data.digits import DIGITS_MEAN, DIGITS_STD, read_digits
@@ -106,7 +105,7 @@ def test_idx_image_label_count_mismatch(tmp_path):
 
 @pytest.mark.parametrize("sub", ["fashion-mnist", "fashion_mnist"])
 def test_fashion_mnist_folders(tmp_path, monkeypatch, sub):
-    monkeypatch.setattr(mnist_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("REGLAB_SYSTEM_DATA", str(tmp_path / "nowhere"))
     write_mnist_folder(tmp_path / sub, make_mnist_arrays())
     raw = DATASETS.get("fashion_mnist").load(tmp_path, download=False)
     assert raw.source == str(tmp_path / sub)
@@ -114,12 +113,36 @@ def test_fashion_mnist_folders(tmp_path, monkeypatch, sub):
 
 
 def test_fashion_mnist_system_dir(tmp_path, monkeypatch):
-    system = write_mnist_folder(tmp_path / "usr-share", make_mnist_arrays(), gz=True)
-    monkeypatch.setattr(mnist_module, "FASHION_MNIST_SYSTEM_DIR", system)
+    system = write_mnist_folder(tmp_path / "usr-share" / "fashion-mnist", make_mnist_arrays(), gz=True)
+    monkeypatch.setenv("REGLAB_SYSTEM_DATA", f"{tmp_path / 'elsewhere'}{os.pathsep}{tmp_path / 'usr-share'}")
     empty = tmp_path / "data"
     spec = DATASETS.get("fashion_mnist")
     assert spec.locate(empty) == (system, "")
     assert spec.load(empty, download=False).x_train.shape == (60, 1, 28, 28)
+    # A copy in the data directory comes first; an empty setting searches no system directory.
+    local = write_mnist_folder(empty / "fashion-mnist", make_mnist_arrays())
+    assert spec.locate(empty) == (local, "")
+    monkeypatch.setenv("REGLAB_SYSTEM_DATA", "")
+    assert spec.locate(tmp_path / "other")[0] is None
+
+
+def test_system_data_dirs_default(monkeypatch):
+    from reglab.data.location import system_data_dirs
+
+    monkeypatch.delenv("REGLAB_SYSTEM_DATA", raising=False)
+    assert system_data_dirs() == [Path("/usr/share/datasets")]
+    monkeypatch.setenv("REGLAB_SYSTEM_DATA", "")
+    assert system_data_dirs() == []
+
+
+@pytest.mark.data
+def test_real_fashion_mnist_from_the_debian_package(system_fashion_mnist_dir, tmp_path):
+    raw = DATASETS.get("fashion_mnist").load(tmp_path / "empty-data-dir", download=False)
+    assert raw.source == str(system_fashion_mnist_dir)
+    assert raw.x_train.shape == (60000, 1, 28, 28) and raw.x_test.shape == (10000, 1, 28, 28)
+    assert torch.bincount(raw.y_train).tolist() == [6000] * 10
+    assert torch.bincount(raw.y_test).tolist() == [1000] * 10
+    assert raw.classes[9] == "ankle boot"
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -272,12 +295,9 @@ def test_real_mnist(real_data_dir):
 
 
 @pytest.fixture(scope="session")
-def real_cifar_dir(tmp_path_factory) -> Path:
+def real_cifar_dir(real_data_dir, tmp_path_factory) -> Path:
     """A data directory with cifar-10-batches-py: the real one, or one made by make_cifar10.py."""
-    d = os.environ.get("REGLAB_DATA")
-    if not d or not Path(d).is_dir():
-        pytest.skip("real-data test: set REGLAB_DATA to the data directory (CI uses ../shared/data)")
-    src = Path(d)
+    src = real_data_dir
     if (src / "cifar-10-batches-py" / "batches.meta").is_file():
         return src
     script, archive = src / "make_cifar10.py", src / "cifar10-jpeg.tar.gz"

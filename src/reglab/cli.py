@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from . import __version__
 from .errors import UserError
 
 
@@ -29,6 +30,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="reglab")
 def cli() -> None:
     """reglab: train networks under weight regularizers and lambda schedules, and report."""
     from .runtime import keep_freed_memory
@@ -258,15 +260,25 @@ def report(source, root, out_dir, title) -> None:
 @click.argument("what", type=click.Choice(["models", "datasets", "regularizers", "schedules"]))
 def list_names(what: str) -> None:
     """Print the registered names of models, datasets, regularizers or schedules."""
+    # The registries hold different kinds of object (Registry[T] for four T); only names are read.
+    names: list[str]
     if what == "models":
-        from .models import MODELS as reg
+        from .models import MODELS
+
+        names = MODELS.names()
     elif what == "datasets":
-        from .data import DATASETS as reg
+        from .data import DATASETS
+
+        names = DATASETS.names()
     elif what == "regularizers":
-        from .regularizers import REGULARIZERS as reg
+        from .regularizers import REGULARIZERS
+
+        names = REGULARIZERS.names()
     else:
-        from .schedules import SCHEDULES as reg
-    for name in reg.names():
+        from .schedules import SCHEDULES
+
+        names = SCHEDULES.names()
+    for name in names:
         click.echo(name)
 
 

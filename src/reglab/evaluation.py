@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeAlias
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+LossFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A data loss: (model outputs, targets) -> scalar loss (mean over the batch)."""
 
-def make_loss_fn(kind: str, task: str):
+
+def make_loss_fn(kind: str, task: str) -> LossFn:
     """cross_entropy on class labels, or MSE on +-1 targets (the binary tasks of study 1)."""
     if kind == "auto":
         kind = "mse" if task == "binary" else "cross_entropy"
@@ -32,7 +38,7 @@ def correct(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, task: str, batch_size: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, task: str, batch_size: int
 ) -> dict[str, float]:
     """Mean loss and accuracy (fraction) over (x, y), in eval mode, in large batches.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from .config import LRScheduleConfig, OptimConfig
 from .errors import ConfigError
@@ -22,7 +23,9 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def build_lr_schedule(cfg: LRScheduleConfig, optimizer: torch.optim.Optimizer, base_lr: float, horizon: int):
+def build_lr_schedule(
+    cfg: LRScheduleConfig, optimizer: torch.optim.Optimizer, base_lr: float, horizon: int
+) -> LRScheduler | None:
     """`horizon` is the number of schedule steps in the run (epochs or iterations, per cfg.unit).
 
     Returns None for a constant learning rate.

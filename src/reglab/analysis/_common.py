@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data import TaskData
+from ..models.structure import WeightLayer
 
 SPLITS = ("train", "val", "test")
 DEFAULT_BATCH_SIZE = 1024
@@ -72,7 +73,7 @@ def runner_up(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return out.scatter(1, y.long()[:, None], float("-inf")).argmax(dim=1)
 
 
-def weight_matrix(layer: nn.Module) -> torch.Tensor:
+def weight_matrix(layer: WeightLayer) -> torch.Tensor:
     """The layer's effective weight as a matrix, detached: Linear (out, in) as is; Conv2d
     (out, in/groups, kh, kw) reshaped to (out, in/groups·kh·kw). Under PaperWN the weight read
     here is the effective g·V/‖V‖_F (parametrize computes it on access).

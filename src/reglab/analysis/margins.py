@@ -147,8 +147,9 @@ def norm_one_network(model: nn.Module) -> nn.Module:
             c = 1.0 / norm if norm > 0 else 1.0
             layer.weight.mul_(c)
         cumulative *= c
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.mul_(cumulative)
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            bias.mul_(cumulative)
     return net
 
 

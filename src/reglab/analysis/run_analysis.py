@@ -44,7 +44,8 @@ MEAN_KINDS = ("raw", "norm_one")
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    # numpy's stub cannot tell that no key is savez's own allow_pickle keyword
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(path, buf.getvalue())
 
 

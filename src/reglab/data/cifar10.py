@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .cifar import ALL_FILES, ARCHIVE, BATCH_DIR, extract_archive, has_all_files, read_cifar10
 from .download import RemoteFile, fetch_all
 from .spec import RawSplits
+
+if TYPE_CHECKING:
+    from ..config import DataConfig
 
 CIFAR10_REMOTE = (RemoteFile(ARCHIVE, "c58f30108f718f92721af3b95e74349a"),)
 EXPECTED = f"{BATCH_DIR}/ ({', '.join(ALL_FILES)}) or {ARCHIVE}"
@@ -32,7 +36,8 @@ def fetch_cifar10(data_dir: Path) -> None:
     fetch_all("cifar10", CIFAR10_REMOTE, data_dir)
 
 
-def read_cifar10_data(where: Path, cfg=None) -> RawSplits:
+def read_cifar10_data(where: Path | None, cfg: DataConfig | None = None) -> RawSplits:
+    assert where is not None  # cifar10 needs files: DatasetSpec.load passes the path it found
     if where.name == ARCHIVE:
         where = extract_archive(where, where.parent)
     x_train, y_train, x_test, y_test, classes = read_cifar10(where)

@@ -17,7 +17,7 @@ from .corrupt import CorruptFileError
 GZIP_MAGIC = b"\x1f\x8b"
 
 # IDX type code -> numpy dtype (multi-byte types are big-endian on disk)
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -7,6 +7,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 DATA_ENV = "REGLAB_DATA"
+# Directories where system packages install datasets (Debian's `dataset-fashion-mnist` puts
+# its files in /usr/share/datasets/fashion-mnist). $REGLAB_SYSTEM_DATA replaces the default
+# list (os.pathsep-separated); set it empty to search no system directory.
+SYSTEM_DATA_ENV = "REGLAB_SYSTEM_DATA"
+DEFAULT_SYSTEM_DATA_DIRS = ("/usr/share/datasets",)
 
 
 def data_search_path(explicit: str | None) -> list[Path]:
@@ -19,6 +24,15 @@ def data_search_path(explicit: str | None) -> list[Path]:
         return [Path(p).expanduser() for p in str(text).split(os.pathsep) if p]
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return [Path(cache).expanduser() / "reglab" / "data"]
+
+
+def system_data_dirs() -> list[Path]:
+    """The system dataset directories, read at call time: $REGLAB_SYSTEM_DATA when set, else
+    /usr/share/datasets. They are searched after the data directories and never written."""
+    text = os.environ.get(SYSTEM_DATA_ENV)
+    if text is None:
+        return [Path(p) for p in DEFAULT_SYSTEM_DATA_DIRS]
+    return [Path(p).expanduser() for p in text.split(os.pathsep) if p]
 
 
 def resolve_data_dir(explicit: str | None) -> Path:

@@ -10,7 +10,7 @@ import torch
 from .corrupt import CorruptFileError
 from .download import RemoteFile, fetch_all
 from .idx import read_idx
-from .location import find_file, find_folder_with
+from .location import find_file, find_folder_with, system_data_dirs
 from .spec import RawSplits
 
 # Official file names (the .gz suffix is optional on disk) and MD5s of the official .gz files.
@@ -40,8 +40,8 @@ FASHION_CLASSES = [
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 ]  # fmt: skip
 
-# Where the Debian package `dataset-fashion-mnist` installs the four files.
-FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The folder the Debian package `dataset-fashion-mnist` installs inside /usr/share/datasets.
+FASHION_MNIST_SYSTEM_FOLDER = "fashion-mnist"
 
 EXPECTED_FILES = ", ".join(f"{n}[.gz]" for n in IDX_NAMES)
 
@@ -51,8 +51,8 @@ def mnist_folders(data_dir: Path) -> list[Path]:
 
 
 def fashion_folders(data_dir: Path) -> list[Path]:
-    # Read at call time so tests (and users) can point the system path elsewhere.
-    return [data_dir / "fashion-mnist", data_dir / "fashion_mnist", FASHION_MNIST_SYSTEM_DIR]
+    system = [d / FASHION_MNIST_SYSTEM_FOLDER for d in system_data_dirs()]
+    return [data_dir / "fashion-mnist", data_dir / "fashion_mnist", *system]
 
 
 def find_mnist(data_dir: Path) -> tuple[Path | None, str]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,7 +25,7 @@ from ..errors import ConfigError
 from .augment import make_augment
 from .datasets import DATASETS
 from .location import resolve_data_dir
-from .spec import DatasetSpec
+from .spec import DatasetSpec, RawSplits
 
 
 @dataclass
@@ -125,6 +126,7 @@ def normalization(cfg: DataConfig, spec: DatasetSpec, channels: int) -> tuple[li
         return [0.0] * channels, [1.0] * channels
     if cfg.normalize == "dataset":
         return list(spec.mean), list(spec.std)
+    assert cfg.mean is not None and cfg.std is not None  # DataConfig requires both for normalize=custom
     for name, values in (("data.mean", cfg.mean), ("data.std", cfg.std)):
         if len(values) != channels:
             raise ConfigError(name, f"has {len(values)} values but {spec.name} has {channels} channel(s)", [channels])
@@ -140,6 +142,7 @@ def to_model_input(x: torch.Tensor, mean: list[float], std: list[float], device)
     """
     x = x.to(device)  # move the compact uint8 data, convert on the device
     pixel = 1 / 255.0 if x.dtype == torch.uint8 else 1.0
+    shape: tuple[int, ...]
     if x.dim() == 4:
         shape = (1, -1, 1, 1)
     else:  # flat vectors: one statistic for every feature
@@ -152,11 +155,11 @@ def to_model_input(x: torch.Tensor, mean: list[float], std: list[float], device)
 # ----------------------------------------------------------------------------- pipeline
 
 
-_RAW_CACHE: dict[tuple, object] = {}
+_RAW_CACHE: dict[tuple, RawSplits] = {}
 _RAW_CACHE_SIZE = 2
 
 
-def _load_raw(spec, root: Path, cfg: DataConfig):
+def _load_raw(spec: DatasetSpec, root: Path, cfg: DataConfig) -> RawSplits:
     """spec.load with a small in-process cache: a sweep's runs in one process read a dataset
     once. The pipeline below never modifies the raw tensors in place, so sharing is safe."""
     key = (spec.name, str(Path(root).resolve()), cfg.synthetic.model_dump_json() if spec.name == "synthetic" else None)
@@ -191,7 +194,7 @@ def build_task(
         x_te, y_te = x_te[: cfg.test_limit], y_te[: cfg.test_limit]
 
     binary = cfg.binary_pair is not None
-    if binary:
+    if cfg.binary_pair is not None:
         a, b = cfg.binary_pair
         if a == b or not (0 <= a < len(classes) and 0 <= b < len(classes)):
             allowed = [f"{i} ({c})" for i, c in enumerate(classes)]
@@ -236,7 +239,7 @@ def build_task(
         augment = make_augment(fill=[(0.0 - m) / s for m, s in zip(mean, std)])  # black pixels
 
     input_shape = tuple(int(d) for d in x_tr.shape[1:])
-    meta = {
+    meta: dict[str, Any] = {
         "dataset": spec.name,
         "source": raw.source,
         "task": "binary" if binary else "classes",

@@ -202,7 +202,7 @@ def pca_directions(
         raise ValueError(
             f"the trajectory spans fewer than {dims} dimensions (singular values {evals[:dims].sqrt().tolist()})"
         )
-    vs = []
+    vs: list[torch.Tensor] = []
     for k in range(dims):
         v = torch.zeros(P, dtype=torch.float64)
         for s in range(0, P, chunk):

@@ -40,7 +40,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..evaluation import correct
+from ..evaluation import LossFn, correct
 from ..store import atomic_write_bytes
 from .directions import Directions
 
@@ -154,7 +154,7 @@ class _Perturber:
         missing = [n for n in directions.names if n not in named]
         if missing:
             raise ValueError(f"directions name parameters the model lacks: {missing[:3]}")
-        self.params = [named[n] for n in directions.names]
+        self.params: list[torch.Tensor] = [named[n] for n in directions.names]
         for k, vs in enumerate(directions.vectors):
             for n, p, d in zip(directions.names, self.params, vs):
                 if d.shape != p.shape:
@@ -184,7 +184,7 @@ class _Stop(Exception):
 
 
 def _first_weight_layer_call(
-    model: nn.Module, layers: list[nn.Module], xb: torch.Tensor
+    model: nn.Module, layers: Sequence[nn.Module], xb: torch.Tensor
 ) -> tuple[nn.Module | None, torch.Tensor | None]:
     """The first of `layers` that model(xb) calls, and its input; the forward stops there."""
     calls: list[tuple[nn.Module, torch.Tensor]] = []
@@ -299,7 +299,7 @@ def _evaluate_points(
     first: _FirstLayer | None,
     points: list[tuple[float, ...]],
     batches: list[tuple[torch.Tensor, torch.Tensor]],
-    loss_fn: Callable,
+    loss_fn: LossFn,
     task: str,
 ) -> np.ndarray:
     """Summed loss and correct count over all batches at each point theta* + sum_i c_i d_i: (len(points), 2)."""
@@ -323,7 +323,7 @@ def evaluate_grid(
     directions: Directions,
     x: torch.Tensor,
     y: torch.Tensor,
-    loss_fn: Callable,
+    loss_fn: LossFn,
     task: str,
     alphas: np.ndarray,
     betas: np.ndarray | None = None,
@@ -381,7 +381,7 @@ def evaluate_grid(
                 todo = [i for i in range(start, stop) if not mask[i]]
                 if not todo:
                     continue
-                points = []
+                points: list[tuple[float, ...]] = []
                 for idx in todo:
                     r, c = divmod(idx, n_cols)
                     points.append((alphas[c],) if betas_arr is None else (alphas[c], betas_arr[r]))

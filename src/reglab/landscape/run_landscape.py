@@ -18,6 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +27,14 @@ from torch import nn
 
 from ..config import LandscapeConfig, parse_overrides, validate
 from ..errors import ConfigError, UserError
+from ..evaluation import LossFn
 from ..store import RunDir
 from .directions import Directions, pca_directions_for_model, random_directions
 from .grid import GridResult, evaluate_grid, grid_axis
 from .writers import LOG_OFFSET, finite_surface, plot_contour, plot_line, plot_surface, write_npz, write_vtp
+
+if TYPE_CHECKING:
+    from ..data import TaskData
 
 FIELD = "analysis.landscape"
 
@@ -87,7 +92,7 @@ def landscape_for_model(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    loss_fn,
+    loss_fn: LossFn,
     task: str,
     cfg: LandscapeConfig,
     out_dir: Path,
@@ -179,6 +184,7 @@ def landscape_for_model(
     files = {"npz": out_dir / "landscape.npz"}
     write_npz(files["npz"], grid, info, traj, resid, dirs.pca.steps if dirs.pca is not None else None)
     if cfg.dims == 2:
+        assert grid.betas is not None  # a 2-D grid has a beta axis
         files["vtp"], files["vtp_log"] = out_dir / "landscape.vtp", out_dir / "landscape_log.vtp"
         z, _ = finite_surface(grid.loss)
         write_vtp(files["vtp"], grid.alphas, grid.betas, z)
@@ -204,7 +210,15 @@ def _snap_step(p: Path) -> int:
 
 
 def landscape_in_run(
-    rd: RunDir, model: nn.Module, d, loss_fn, cfg: LandscapeConfig, out: Path, meta: dict, batch_size: int, device
+    rd: RunDir,
+    model: nn.Module,
+    d: TaskData,
+    loss_fn: LossFn,
+    cfg: LandscapeConfig,
+    out: Path,
+    meta: dict,
+    batch_size: int,
+    device: torch.device,
 ) -> None:
     """The landscape of a run's model (already holding the weights to look around), on the run's
     data split; PCA directions come from the run's weight snapshots. Used by landscape_for_run
@@ -216,6 +230,7 @@ def landscape_in_run(
             "the run has no validation set (data.val_fraction, data.val_size or data.rest_as_validation)",
             ["train", "test"],
         )
+    assert y is not None  # x_val and y_val are set together
     snaps, steps = None, None
     if cfg.directions == "pca":
         paths = sorted(rd.ckpt_dir.glob("snap_*.pt"), key=_snap_step)

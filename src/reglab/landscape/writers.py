@@ -21,16 +21,20 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..store import atomic_write_bytes
 from .grid import GridResult
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 LOG_OFFSET = 0.1
 """z of the log surface: ln(loss + LOG_OFFSET)."""
 
-RC = {
+RC: dict[RcKeyType, Any] = {
     "font.size": 11,
     "axes.titlesize": 12,
     "axes.labelsize": 11,
@@ -62,7 +66,8 @@ def write_npz(
             arrays["trajectory_steps"] = np.asarray(trajectory_steps, dtype=np.int64)
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True, default=_json_default))
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    # numpy's stub cannot tell that no key is savez's own allow_pickle keyword
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
@@ -195,6 +200,7 @@ def plot_contour(path: Path, grid: GridResult, meta: dict, trajectory: np.ndarra
     import matplotlib as mpl
     from matplotlib.colors import LogNorm
 
+    assert grid.betas is not None  # 2-D grids only
     with mpl.rc_context(RC):
         z, _ = finite_surface(grid.loss)
         fig = _figure(figsize=(6.6, 5.4), layout="constrained")
@@ -246,6 +252,7 @@ def plot_surface(path: Path, grid: GridResult, meta: dict) -> None:
     """3-D surface of the loss over (alpha, beta)."""
     import matplotlib as mpl
 
+    assert grid.betas is not None  # 2-D grids only
     with mpl.rc_context(RC):
         z, _ = finite_surface(grid.loss)
         fig = _figure(figsize=(7.2, 5.8))

@@ -8,10 +8,10 @@ and for the overparameterized net also after fc1. With num_outputs=1 they output
 
 from __future__ import annotations
 
-from .conv_stack import ConvStack
+from .conv_stack import ConvStack, PlanToken
 
-_UNDER_MAX = (16, "M", 32, "M", 64, "M", 128, "G")
-_UNDER_AVG = (16, "A", 32, "A", 64, "A", 128, "G")
+_UNDER_MAX: tuple[PlanToken, ...] = (16, "M", 32, "M", 64, "M", 128, "G")
+_UNDER_AVG: tuple[PlanToken, ...] = (16, "A", 32, "A", 64, "A", 128, "G")
 
 overparameterized_cnn = ConvStack(
     "overparameterized_cnn",

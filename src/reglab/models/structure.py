@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
 from torch import nn
@@ -20,15 +21,17 @@ from torch import nn
 from .weightnorm import is_weight_normalized, wn_scale
 
 WEIGHT_LAYER_TYPES = (nn.Linear, nn.Conv2d)
+WeightLayer: TypeAlias = nn.Linear | nn.Conv2d
+"""A weight layer (one of WEIGHT_LAYER_TYPES); under PaperWN its `weight` is the parametrized one."""
 NORM_LAYER_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 
 @dataclass(frozen=True)
 class UnitGroup:
     name: str
-    inp: nn.Module
+    inp: WeightLayer
     """W-layer: its output units are the group's units."""
-    out: nn.Module
+    out: WeightLayer
     """V-layer: reads the units; its bias is never touched by PathProx."""
 
     @property
@@ -36,7 +39,7 @@ class UnitGroup:
         return self.inp.weight.shape[0]
 
 
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def weight_layers(model: nn.Module) -> list[tuple[str, WeightLayer]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYER_TYPES)]
 
 
@@ -45,13 +48,13 @@ def unit_groups(model: nn.Module) -> list[UnitGroup]:
     return list(fn()) if callable(fn) else []
 
 
-def other_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def other_layers(model: nn.Module) -> list[tuple[str, WeightLayer]]:
     """Weight layers that are in no unit group (PathProx gives them plain weight decay)."""
     grouped = {id(m) for g in unit_groups(model) for m in (g.inp, g.out)}
     return [(n, m) for n, m in weight_layers(model) if id(m) not in grouped]
 
 
-def layer_norm_sq(layer: nn.Module) -> torch.Tensor:
+def layer_norm_sq(layer: WeightLayer) -> torch.Tensor:
     """||W_l||_F^2, differentiable; g_l^2 under PaperWN (the quantity the penalties act on)."""
     if is_weight_normalized(layer):
         return wn_scale(layer) ** 2

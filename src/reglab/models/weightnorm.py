@@ -8,6 +8,8 @@ parametrization module as `<layer>.parametrizations.weight[0].g`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -36,15 +38,22 @@ def apply_paper_wn(model: nn.Module, g0: float | None) -> nn.Module:
     return model
 
 
+def weight_parametrizations(layer: nn.Module) -> parametrize.ParametrizationList:
+    """`layer.parametrizations.weight`, the list torch.nn.utils.parametrize attached to a layer
+    whose weight is parametrized (the attribute is added at runtime, so torch's types miss it)."""
+    parametrizations = cast(nn.ModuleDict, layer.parametrizations)
+    return cast(parametrize.ParametrizationList, parametrizations["weight"])
+
+
 def is_weight_normalized(layer: nn.Module) -> bool:
     return parametrize.is_parametrized(layer, "weight") and any(
-        isinstance(p, PaperWN) for p in layer.parametrizations.weight
+        isinstance(p, PaperWN) for p in weight_parametrizations(layer)
     )
 
 
 def wn_scale(layer: nn.Module) -> nn.Parameter:
     """The scalar g of a PaperWN layer."""
-    for p in layer.parametrizations.weight:
+    for p in weight_parametrizations(layer):
         if isinstance(p, PaperWN):
             return p.g
     raise ValueError("layer is not weight-normalized")

@@ -22,6 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from ..evaluation import LossFn
+
 
 @dataclass
 class StepContext:
@@ -34,7 +36,7 @@ class StepContext:
     outputs: torch.Tensor
     data_loss: torch.Tensor
     """Differentiable data loss of this batch (penalties like gradient_norm need it)."""
-    loss_fn: Any = None
+    loss_fn: LossFn | None = None
     """Callable (outputs, y) -> scalar loss, for penalties that re-run the model."""
     extra: dict[str, Any] = field(default_factory=dict)
     data_grads: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -52,16 +54,23 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_BaseOptions = Options
+"""`Options` under a name the class attribute `Regularizer.Options` does not shadow."""
+
+
 class Regularizer:
     """Base class. Subclasses set `name`, `Options`, and override what they use."""
 
     name: ClassVar[str] = ""
-    Options: ClassVar[type[Options]] = Options
+    Options: ClassVar[type[_BaseOptions]] = Options
     has_penalty: ClassVar[bool] = True
     has_prox: ClassVar[bool] = False
     has_pre_step: ClassVar[bool] = False
 
-    def __init__(self, options: Options, roles: list[str] | tuple[str, ...] = ("weight",)):
+    options: _BaseOptions
+    """Subclasses narrow this annotation to their own options class."""
+
+    def __init__(self, options: _BaseOptions, roles: list[str] | tuple[str, ...] = ("weight",)):
         self.options = options
         self.roles = tuple(roles)
 

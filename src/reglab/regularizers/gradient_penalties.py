@@ -216,7 +216,7 @@ def jacobian_nuclear_bound(
 def _selected(model: nn.Module, roles: tuple[str, ...], name: str) -> list[tuple[str, torch.Tensor]]:
     """(name, parameter) of the trainable parameters selected by role; an empty selection is a
     ConfigError naming ``roles``."""
-    sel = [(n, p) for n, p in params_by_role(model, roles) if p.requires_grad]
+    sel: list[tuple[str, torch.Tensor]] = [(n, p) for n, p in params_by_role(model, roles) if p.requires_grad]
     if not sel:
         raise ConfigError(
             "roles", f"{name} selects no trainable parameter with roles {list(roles)}", ["weight", "bias", "norm"]
@@ -320,8 +320,8 @@ class JacobianNuclear(Regularizer):
         self._boundary = output if torch.is_grad_enabled() else None
 
     def _keep_forward(self, module, inputs, output) -> None:
-        grad = torch.is_grad_enabled() and self._boundary is not None
-        self._forward = (inputs[0], self._boundary, output) if grad else None
+        boundary = self._boundary
+        self._forward = (inputs[0], boundary, output) if torch.is_grad_enabled() and boundary is not None else None
 
     def _clean_pass(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(h(x), g(h(x))) of the step's own forward, if the latest forward was that one: the same
@@ -335,6 +335,7 @@ class JacobianNuclear(Regularizer):
     def _split(self, model: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
         if self._parts is None or self._parts[0] is not model:
             self.setup(model)
+        assert self._parts is not None  # set by setup
         return self._parts[1], self._parts[2]
 
     def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:

@@ -16,6 +16,7 @@ features / channels, kernel area *not* included). Under PaperWN both f_out and f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -24,7 +25,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import ConfigError
-from ..models.structure import layer_norm_sq, params_by_role, weight_layers
+from ..models.structure import WeightLayer, layer_norm_sq, params_by_role, weight_layers
+from ..models.weightnorm import weight_parametrizations
 from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
 
@@ -36,7 +38,7 @@ FeaturesNormalization = Literal["none", "f_out", "f_in"]
 # ----------------------------------------------------------------------------------------------
 
 
-def squared_norm_sum(params: list[torch.Tensor], half: bool = False) -> torch.Tensor:
+def squared_norm_sum(params: Sequence[torch.Tensor], half: bool = False) -> torch.Tensor:
     """sum_p ||p||^2 over `params` (every entry squared and summed); x 1/2 when `half`.
 
     An empty list gives a 0-d zero tensor (float32, CPU)."""
@@ -46,14 +48,14 @@ def squared_norm_sum(params: list[torch.Tensor], half: bool = False) -> torch.Te
     return 0.5 * total if half else total
 
 
-def weight_shape(layer: nn.Module) -> torch.Size:
+def weight_shape(layer: WeightLayer) -> torch.Size:
     """Shape of a weight layer's weight without computing a parametrization."""
     if parametrize.is_parametrized(layer, "weight"):
-        return layer.parametrizations.weight.original.shape
+        return weight_parametrizations(layer).original.shape
     return layer.weight.shape
 
 
-def layer_quantity(layer: nn.Module, features_normalization: FeaturesNormalization = "none") -> torch.Tensor:
+def layer_quantity(layer: WeightLayer, features_normalization: FeaturesNormalization = "none") -> torch.Tensor:
     """n_l = ||W_l||_F^2 (g_l^2 under PaperWN), divided by dim 0 (f_out) or dim 1 (f_in) of W_l."""
     n = layer_norm_sq(layer)
     if features_normalization == "f_out":
@@ -136,8 +138,9 @@ class L2(Regularizer):
 
     name = "l2"
     Options = L2Options
+    options: L2Options
 
-    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
         params = [p for _, p in params_by_role(model, self.roles)]
         if not params:
             return _zero_like_model(model)
@@ -201,6 +204,8 @@ class L2MulOptions(_LayerNormOptions):
 class _LayerNormPenalty(Regularizer):
     """Shared report for l2_sum / l2_mul: per-layer norms, rho and the penalty value."""
 
+    options: _LayerNormOptions
+
     def __init__(self, options, roles=("weight",)):
         super().__init__(options, roles)
         require_weight_role_only(self.name, self.roles)
@@ -208,7 +213,7 @@ class _LayerNormPenalty(Regularizer):
     def _combine(self, quantities: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
         return self._combine(layer_quantities(model, self.options.features_normalization))
 
     @torch.no_grad()
@@ -233,6 +238,7 @@ class L2Sum(_LayerNormPenalty):
 
     name = "l2_sum"
     Options = L2SumOptions
+    options: L2SumOptions
 
     def _combine(self, quantities):
         return l2_sum(quantities, self.options.depth_normalization)
@@ -245,6 +251,7 @@ class L2Mul(_LayerNormPenalty):
 
     name = "l2_mul"
     Options = L2MulOptions
+    options: L2MulOptions
 
     def _combine(self, quantities):
         return l2_mul(quantities, self.options.depth_normalization)

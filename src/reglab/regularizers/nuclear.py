@@ -6,9 +6,8 @@ same singular values); `gram_nuclear_norm` works on a wide M as it is (M M^T, V^
 the same computation without transposed copies.
 
 ``svdvals`` (the reference): `torch.linalg.svdvals(A).sum()`. With autograd on, torch computes
-the full thin SVD and the gradient U V^T. LAPACK's SVD is slow on a CPU for these sizes: its
-bidiagonalization is memory-bound, and a 128 x 128 SVD costs ~10 eighs of the same size
-(measured: bench/bench_penalties.py, and the notes in README "Benchmarks").
+the full thin SVD and the gradient U V^T. On a CPU it is the slower solver for tall matrices:
+its bidiagonalization reads the whole p x q matrix repeatedly and is memory-bound.
 
 ``gram`` (the default): the right singular vectors V are the eigenvectors of the q x q Gram
 matrix A^T A, and for any orthonormal V
@@ -22,24 +21,16 @@ So the value is sum_i ||A v_i|| with V from `eigh(A^T A)`, and its gradient with
 is exactly the nuclear norm's gradient (V is a stationary point of f, so V's own dependence on A
 adds nothing). Autograd does this by itself: V is computed from A.detach(), then A @ V, column
 norms, sum. Cost: one p x q x q GEMM for the Gram, one q x q eigh, one GEMM for A V and one in
-the backward: about 5x less than the SVD for 784 x 128 and 128 x 128 on 2 CPU threads. The eigh
-is the floor; bench_penalties.py measures its share of the step in its own run. (Tried and
-measured slower or no faster in the trainer: a custom autograd Function taking the value from
-the float64 eigenvalues and returning A H, H = V Sigma^+ V^T formed in float64, as the whole
-backward (one large GEMM instead of two; 2x closer to the float64 U V^T in float32, but 0.2-0.3
-ms slower per MLP step in paired A/Bs of 600 and 1 200 trainer steps: the q^3 float64 product for
-H and the Python Function cost more than the float32 GEMM saved); float32 Grams; eighs of
-different layers in parallel threads, which MKL's internal threading makes ~2.7x slower; the eighs
-in a worker thread overlapping the data forward/backward, after which every later step of the
-process ran 3-7x slower (the worker's OpenMP team competing for the 2 cores), and with
-OMP_WAIT_POLICY=passive two 128 x 128 eighs took 25-34 ms instead of ~4.)
+the backward, which on a CPU is faster than the SVD on tall matrices and as fast on square ones.
+The eigh is the floor of any exact per-step method; bench_penalties.py measures its share of the
+step. The plain autograd form is kept because the alternatives measured in the trainer (a custom
+autograd Function, float32 Grams, eighs on parallel or background threads) were slower; see
+ARCHITECTURE.md, Decisions.
 
-Why not warm-start V from the previous step instead of a fresh eigh (measured, MNIST MLP
-784-128-128-10, SGD lr 0.1 momentum 0.9, nuclear_norm 1e-4, 1 200 steps): in the previous step's
-basis the Gram matrix of the 128 x 128 layer has relative off-diagonal ||D^-1/2 E D^-1/2||_2 ~ 1 at
-every step (its smallest singular values are ~1e-3 of the largest and their vectors turn fast),
-and using that basis as is gives gradients off by ~1 in spectral norm; even the 784 x 128 layer
-has ~0.1. No first-order correction converges from there, so every step needs the eigh.
+A fresh eigh every step, not a V warm-started from the previous step: on a trained MLP the
+smallest singular values' vectors turn fast, so in the previous step's basis the Gram matrix is
+far from diagonal (relative off-diagonal ~1 for the MNIST MLP's 128 x 128 layer) and gives
+gradients off by ~1 in spectral norm; no cheap first-order correction converges from there.
 
 Precision. Forming A^T A squares the condition number, so the Gram matrix and its eigh are taken
 in float64 whatever A's dtype: V is then accurate to ~1e-8 even for singular values a million
@@ -50,7 +41,7 @@ stay in A's dtype.
 Zero singular values. The nuclear norm is not differentiable where some sigma_i = 0; any
 U_r V_r^T + W with W orthogonal to both singular subspaces and ||W||_2 <= 1 is a subgradient.
 Directions whose ||A v_i|| is at the rounding level of the product (below eps * sqrt(max(p, q)) *
-sigma_max; measured rounding noise of a rank-deficient float32 A is ~0.3 eps * sigma_max) are
+sigma_max; the rounding noise of a rank-deficient float32 A is ~0.3 eps * sigma_max) are
 dropped from the sum, so the
 gradient there is the minimal one U_r V_r^T with spectral norm 1, rather than unit vectors of
 rounding noise (which would give a "subgradient" of spectral norm >> 1). svdvals instead returns
@@ -78,8 +69,7 @@ def gram_nuclear_norm(m: torch.Tensor) -> torch.Tensor:
 
     A wide M (fewer rows than columns) is not transposed: its Gram matrix is M M^T, V are its
     left singular vectors and the norms are those of the rows of V^T M. Products then read M in
-    its own layout and its gradient needs no transposed copy (measured 2-5 % of the MNIST MLP's
-    nuclear-norm step)."""
+    its own layout and its gradient needs no transposed copy."""
     wide = m.shape[0] < m.shape[1]
     m64 = m.detach().to(torch.float64)
     _, v = torch.linalg.eigh(m64 @ m64.T if wide else m64.T @ m64)

@@ -24,8 +24,8 @@ s(theta_0)||^2.
 Monitoring (independent of lam, so a lam = 0 baseline is measured too): the squared length of
 every update, c * ||s(theta_{t+1}) - s(theta_t)||^2, is counted once. With ``anchor: previous``
 that is exactly the E the penalty computes at the next step, so it is taken from there rather than
-computed a second time after the update (on the MNIST MLP that second pass over the weights was a
-third of the penalty's cost): the penalty keeps E, the next `after_step` adds it to the sums, and
+computed a second time after the update (which would be a second pass over the weights every
+step): the penalty keeps E, the next `after_step` adds it to the sums, and
 until then the last update is "pending" -- `report` (and a resume, through the state's
 ``pending`` flag) measure it from the current weights. Changes that other terms' prox steps make
 after this update are part of the step's path, as the next penalty sees them too. `report` gives
@@ -93,6 +93,7 @@ class PathEnergy(Regularizer):
 
     name = "path_energy"
     Options = PathEnergyOptions
+    options: PathEnergyOptions
 
     def __init__(self, options, roles=("weight",)):
         super().__init__(options, roles)

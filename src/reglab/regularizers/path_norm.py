@@ -93,6 +93,7 @@ class PathNorm(Regularizer):
 
     name = "path_norm"
     Options = PathNormOptions
+    options: PathNormOptions
 
     def __init__(self, options, roles=("weight",)):
         super().__init__(options, roles)

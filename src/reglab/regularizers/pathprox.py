@@ -164,6 +164,7 @@ class PathProx(Regularizer):
 
     name = "pathprox"
     Options = PathProxOptions
+    options: PathProxOptions
     has_penalty = True
     has_prox = True
 

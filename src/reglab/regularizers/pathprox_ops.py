@@ -9,7 +9,7 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from ..models.structure import UnitGroup, weight_layers
+from ..models.structure import UnitGroup, WeightLayer, weight_layers
 from .path_norm import unit_input_norms, unit_output_norms, unit_path_norms
 
 EPS = 1e-6
@@ -51,7 +51,7 @@ def _scale_unit_outputs(group: UnitGroup, s: Tensor) -> None:
 
 
 @torch.no_grad()
-def _scale_layer(layer: nn.Module, s: float, with_bias: bool) -> None:
+def _scale_layer(layer: WeightLayer, s: float, with_bias: bool) -> None:
     """W <- s W (and b <- s b when with_bias and the layer has a bias)."""
     layer.weight.mul_(s)
     if with_bias and layer.bias is not None:
@@ -113,7 +113,7 @@ def normalize_units(group: UnitGroup, compensate: bool = True, include_bias: boo
 
 
 @torch.no_grad()
-def balance_groups(groups: list[UnitGroup], between: list[list[nn.Module]] | None = None) -> list[float]:
+def balance_groups(groups: list[UnitGroup], between: list[list[WeightLayer]] | None = None) -> list[float]:
     """Layerwise balance: rescale consecutive groups so all group path norms become equal.
 
     P_g = sum_j ||w_j|| ||v_j|| (biases excluded), G = (prod_g P_g)^(1/n). For g = 1..n-1 in order:
@@ -158,7 +158,7 @@ def balance_groups(groups: list[UnitGroup], between: list[list[nn.Module]] | Non
     return scales
 
 
-def layers_between_groups(model: nn.Module, groups: list[UnitGroup]) -> list[list[nn.Module]]:
+def layers_between_groups(model: nn.Module, groups: list[UnitGroup]) -> list[list[WeightLayer]]:
     """For each consecutive pair of groups, the weight layers strictly between V_g and W_{g+1}
     in the model's registration order (taken as its forward order)."""
     order = {id(m): i for i, (_, m) in enumerate(weight_layers(model))}

@@ -17,9 +17,10 @@ weight reshaped); biases are never included. Penalties sum over the model's weig
                        whose gradient explodes near zero singular values.
 
 Nuclear norms come from `nuclear.nuclear_norm_of` with the option ``solver``: ``gram`` (default:
-eigenvectors of the smaller Gram matrix in float64, ~5x faster than LAPACK's SVD on a CPU, as
-accurate) or ``svdvals`` (the reference). Both return the gradient U V^T; nuclear.py says what
-each does at zero singular values. eigvalsh's gradient is unstable when eigenvalues repeat.
+eigenvectors of the smaller Gram matrix in float64, faster than LAPACK's SVD on a CPU for tall
+layers, as accurate) or ``svdvals`` (the reference). Both return the gradient U V^T; nuclear.py
+says what each does at zero singular values. eigvalsh's gradient is unstable when eigenvalues
+repeat.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class NuclearNorm(_PerLayerPenalty):
 
     name = "nuclear_norm"
     Options = NuclearNormOptions
+    options: NuclearNormOptions
 
     def per_layer(self, weight):
         value = nuclear_norm(weight, self.options.solver)
@@ -130,6 +132,7 @@ class SpectralEnergy(_PerLayerPenalty):
 
     name = "spectral_energy"
     Options = SolverOptions
+    options: SolverOptions
 
     def per_layer(self, weight):
         return layerwise_spectral_energy(weight, self.options.solver)

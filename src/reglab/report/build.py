@@ -181,7 +181,7 @@ def _metrics_table(d: ReportData, fm: pd.DataFrame, metrics, counts: bool = True
     rows, classes = [], []
     for i, (s, r) in enumerate(zip(d.settings, fm.to_dict("records"))):
         div = r["diverged"]
-        cells = [H.swatch(s.color) + H.e(s.label)]
+        cells: list[H.Cell] = [H.swatch(s.color) + H.e(s.label)]
         if counts:
             cells += [str(r["n"]), f'<span class="flag">⚠ {div}</span>' if div else "0"]
         for m, _, kind in metrics:
@@ -327,6 +327,7 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
     by = F.margins_by_setting(d)
     margins, kind = F.margin_figures(d, by)
     if margins:
+        assert kind is not None  # margin figures exist only for a chosen kind
         add("margins", "Margins", figs.html(margins) + _margin_table(d, by, kind))
     else:
         missing.append("margins (analysis/margins.npz)")

@@ -7,6 +7,8 @@ margin kinds in order of preference (`MARGIN_KIND_ORDER`), their definitions for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -32,7 +34,7 @@ MARGIN_DOC = {
 
 def margins_by_setting(d: ReportData) -> dict[int, dict[str, np.ndarray]]:
     """{setting index: {"split/kind": pooled margins over the setting's runs}}."""
-    out: dict[int, dict[str, list]] = {}
+    out: dict[int, dict[str, np.ndarray]] = {}
     for s in d.settings:
         pooled: dict[str, list] = {}
         for r in s.runs:
@@ -56,7 +58,7 @@ def choose_margin_kind(keys: set[str]) -> str | None:
     return sorted(kinds)[0] if kinds else None
 
 
-def _violins(ax, data: list[np.ndarray], positions: list[float], colors: list) -> None:
+def _violins(ax, data: list[np.ndarray], positions: Sequence[float], colors: list) -> None:
     kw = {"positions": positions, "showmedians": True, "showextrema": False, "widths": 0.8}
     try:
         parts = ax.violinplot(data, orientation="horizontal", **kw)

@@ -100,8 +100,8 @@ def rank_figures(d: ReportData) -> list[Fig]:
                     )
                     .reindex(layers)
                 )
-                xs = np.arange(len(layers))
-                ax.hlines(full, xs - 0.42, xs + 0.42, colors="0.25", linestyles="--", lw=1.2, zorder=4)
+                ticks = np.arange(len(layers))
+                ax.hlines(full, ticks - 0.42, ticks + 0.42, colors="0.25", linestyles="--", lw=1.2, zorder=4)
             ax.set_xticks(np.arange(len(layers)))
             ax.set_xticklabels(
                 layers, rotation=30 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center"

@@ -59,9 +59,13 @@ def swatch(color: Sequence[float]) -> str:
     return f'<span class="swatch" style="background: rgb({r},{g},{b})"></span>'
 
 
+Cell = str | tuple[str, str]
+"""A table cell: its HTML, or (HTML, an extra class for the cell)."""
+
+
 def table(
     header: Sequence[str],
-    rows: Iterable[Sequence[str]],
+    rows: Iterable[Sequence[Cell]],
     num_cols: Iterable[int] = (),
     row_classes: Sequence[str] | None = None,
     cls: str = "",

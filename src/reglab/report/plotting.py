@@ -15,6 +15,7 @@ import io
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -27,11 +28,14 @@ from matplotlib.lines import Line2D
 
 from .data import Setting
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 MAX_SETTINGS = 10
 DPI = 120
 BAND = "min–max over seeds"
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 10,
     "axes.titlesize": 11,
     "axes.labelsize": 10,

@@ -259,10 +259,13 @@ class AutoL2(LambdaSchedule):
         return clock > self.cooldown_end
 
     def _worsened(self, cur: Measurement) -> bool:
+        # Asked only when n > 2: prev, m and M were set by the earlier measurements.
+        assert self.prev is not None and self.m is not None and self.M is not None
         rule = worsened_compat if self.options.compat else worsened_official
         return rule(cur, self.prev, self.m, self.M, self.options.threshold)
 
     def _improved(self, cur: Measurement) -> bool:
+        assert self.prev is not None and self.m is not None and self.M is not None  # as in _worsened
         rule = improved_compat if self.options.compat else improved_official
         return rule(cur, self.prev, self.m, self.M, self.options.threshold)
 
@@ -280,6 +283,7 @@ class AutoL2(LambdaSchedule):
 
     def _refresh(self) -> None:
         """m <- min(m, L_{t-1}), M <- max(M, A_{t-1}); the first refresh sets them."""
+        assert self.prev is not None  # refreshed from n >= 2 on, after a first measurement
         loss, acc = self.prev
         self.m = loss if self.m is None else min(self.m, loss)
         self.M = acc if self.M is None else max(self.M, acc)
@@ -347,4 +351,5 @@ class AdvanceL2(AutoL2):
 
     def _reset_reference(self) -> None:
         """After an increase: m <- L_{t-1}, M <- A_{t-1} (as study 3 does)."""
+        assert self.prev is not None  # an increase needs n > 2
         self.m, self.M = self.prev

@@ -164,6 +164,7 @@ class SubmititExecutor(Executor):
                 "--executor", "slurm needs submitit: pip install 'reglab[slurm]'", ["inline", "process"]
             ) from None
         self.data_dir = data_dir
+        self.ex: submitit.LocalExecutor | submitit.AutoExecutor
         if local:
             self.ex = submitit.LocalExecutor(folder=str(folder))
             self.ex.update_parameters(timeout_min=int(slurm.get("time", 60)))

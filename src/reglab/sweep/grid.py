@@ -151,7 +151,9 @@ def _set_path(d: dict, dotted: str, value: Any) -> None:
 
 def split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside brackets, braces or quotes."""
-    pieces, depth, cur, quote = [], 0, [], None
+    pieces: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, None
     for ch in text:
         if quote:
             cur.append(ch)

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from .executors import Outcome
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 
 def eta_text(seconds: float | None) -> str:
@@ -31,7 +35,7 @@ class SweepDisplay:
         self.walls: list[float] = []
         self.t0 = time.perf_counter()
         self.live_enabled = live and sys.stderr.isatty()
-        self._live = None
+        self._live: Live | None = None
 
     @property
     def remaining(self) -> int:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ..evaluation import LossFn
 from ..regularizers import Regularizer, StepContext
 
 
@@ -82,7 +83,7 @@ class GroupObjective(nn.Module):
     (one dict per term), batched over models, for the trainer to hand to each model's own
     regularizer; other (Python) attributes it assigned are in `self.scalar_effects`."""
 
-    def __init__(self, model: nn.Module, regs: list[Regularizer], loss_fn):
+    def __init__(self, model: nn.Module, regs: list[Regularizer], loss_fn: LossFn):
         super().__init__()
         self.model = copy.deepcopy(model)
         self.regs = [copy.deepcopy(r) for r in regs]

@@ -20,9 +20,9 @@ A run falls back to one-by-one training (`train.run`) when (first reason that ap
   small matrix products; for models this big one model already keeps the cores busy (see
   bench/bench_vectorized.py);
 - (auto only) convolutions on a CPU: vmap turns a convolution with per-model weights into one
-  grouped convolution, which is slower on a CPU than the models one after another (measured on
-  2 threads, bench/bench_vectorized.py part (d): study 3's ConvNet at 1/10 width 2.1-2.3x and
-  HarderNet 1.7x slower per model than alone). On a GPU they group;
+  grouped convolution, which on a CPU is slower per model than the models one after another
+  (about 2x for study 3's ConvNet and HarderNet; bench/bench_vectorized.py part (d) measures
+  it). On a GPU they group;
 - its group has a single run (nothing to share).
 
 `--vectorize on` (plan_groups(..., auto=False)) keeps only the reasons that make grouping
@@ -37,9 +37,9 @@ import math
 from ..config import RunConfig, canonical_dict
 
 MAX_PARAMS = 500_000
-"""Models with more parameters than this train one by one. Measured on 2 CPU threads (bench part
-(c), groups of 8 MNIST MLPs): 203k parameters 0.73-0.77x the time alone per model, 814k
-0.99-1.36x."""
+"""Models with more parameters than this train one by one: on a CPU a group of MLPs of ~200k
+parameters takes about 3/4 of the time alone per model, one of ~800k no less than alone
+(bench/bench_vectorized.py part (c) measures it)."""
 
 MAX_GROUP = 64
 """Largest group; bigger sets of compatible runs are split into groups of at most this size."""
@@ -66,7 +66,12 @@ NOT_VMAPPABLE_WHY = {
 }
 
 # Input shapes of the built-in datasets (for counting parameters without reading data).
-_INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (64,)}
+_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "digits": (64,),
+}
 _CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "digits": 10}
 
 
@@ -125,6 +130,7 @@ def _meta_model(cfg: RunConfig):
     from ..models import build_model
 
     ds = cfg.data.dataset
+    shape: tuple[int, ...]
     if ds == "synthetic":
         shape, classes = (cfg.data.synthetic.dim,), cfg.data.synthetic.classes
     elif ds in _INPUT_SHAPES:

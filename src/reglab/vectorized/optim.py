@@ -71,6 +71,7 @@ class StackedOptimizer:
                 self.exp_avg[i] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 self.exp_avg_sq[i] = torch.zeros_like(p, memory_format=torch.preserve_format)
             exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
+            assert exp_avg is not None and exp_avg_sq is not None  # created together, above
             if c.weight_decay != 0:
                 if decoupled:
                     if same:
@@ -97,14 +98,16 @@ class StackedOptimizer:
         parameters, in the same order), as torch.optim would hold it after as many steps."""
         params = opt.param_groups[0]["params"]
         for k, p in enumerate(params):
+            buf, exp_avg, exp_avg_sq = self.momentum[k], self.exp_avg[k], self.exp_avg_sq[k]
             if self.cfg.name == "sgd":
-                if self.cfg.momentum != 0 and self.momentum[k] is not None:
-                    opt.state[p] = {"momentum_buffer": self.momentum[k][i].clone()}
-            elif self.exp_avg[k] is not None:
+                if self.cfg.momentum != 0 and buf is not None:
+                    opt.state[p] = {"momentum_buffer": buf[i].clone()}
+            elif exp_avg is not None:
+                assert exp_avg_sq is not None  # set together with exp_avg
                 opt.state[p] = {
                     "step": torch.tensor(float(self.step_count)),
-                    "exp_avg": self.exp_avg[k][i].clone(),
-                    "exp_avg_sq": self.exp_avg_sq[k][i].clone(),
+                    "exp_avg": exp_avg[i].clone(),
+                    "exp_avg_sq": exp_avg_sq[i].clone(),
                 }
 
     @torch.no_grad()
