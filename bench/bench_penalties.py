@@ -121,9 +121,8 @@ WHY = {
     "pathprox (weight_decay)": _CHEAP,
     "nuclear_norm": (
         "one symmetric eigendecomposition with eigenvectors per weight layer (eigh of the float64 Gram matrix; the "
-        "gradient U V^T needs the vectors), and a 128x128 eigh costs about as much as this small MLP's whole step "
-        "on this 2-core CPU; LAPACK's SVD (the svdvals reference row) is no faster. On HarderNet, where a step "
-        "costs more than the eighs, the target is met"
+        "gradient U V^T needs the vectors); on a small model's step a 128x128 eigh costs as much as or more than "
+        "the whole unregularized step on a 2-core CPU, and LAPACK's SVD (the svdvals reference row) is no faster"
     ),
     "spectral_energy": (
         "as nuclear_norm: one eigh with vectors per weight layer (of the Gram matrix for rectangular layers, of "
