@@ -122,3 +122,247 @@ def test_kill_then_rerun_gives_the_uninterrupted_files(tmp_path, monkeypatch, re
     for name in reference:
         assert got[name] == reference[name], f"{name} differs from the uninterrupted run's"
     assert steps == replayed, f"the rerun trained {steps} steps"
+
+
+# ----------------------------------------------------------------------------- bad input and hostile files
+# Each: one line on stderr naming the field or file and what to do, exit status 2, nothing written.
+
+
+def cli(*args: str):
+    from click.testing import CliRunner
+
+    from reglab.cli import cli as reglab_cli
+
+    return CliRunner().invoke(reglab_cli, list(args), catch_exceptions=False)
+
+
+def one_line_error(r, *needles: str) -> str:
+    assert r.exit_code == 2, r.output
+    msg = r.stderr.strip() if hasattr(r, "stderr") else r.output.strip()
+    assert msg.startswith("error: ") and "\n" not in msg, msg
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in msg, (n, msg)
+    return msg
+
+
+def files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+SMALL_RUN = ["data.dataset=digits", "model.widths=[64,8,10]", "train.epochs=1", "train.progress=false"]
+
+
+@pytest.mark.parametrize("how", ["option", "config"])
+def test_a_sweep_name_cannot_escape_the_results_root(tmp_path, how):
+    root = tmp_path / "root"
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"precious": true}')
+    if how == "option":
+        r = cli("sweep", *SMALL_RUN, "--name", "../../victim", "-o", str(root), "--dry-run")
+    else:
+        spec = tmp_path / "s.yaml"
+        spec.write_text("name: ../../victim\ndata: {dataset: digits}\n")
+        r = cli("sweep", str(spec), "-o", str(root), "--dry-run")
+    one_line_error(r, "name", "letters")
+    assert victim.read_text() == '{"precious": true}'
+    assert files_under(root) == []
+
+
+def test_a_yaml_alias_bomb_is_refused(tmp_path):
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev = chr(ord("a") + i - 1)
+        cur = chr(ord("a") + i)
+        bomb.append(f"{cur}: &{cur} [{', '.join('*' + prev for _ in range(10))}]")
+    p = tmp_path / "bomb.yaml"
+    p.write_text("\n".join(bomb) + "\n")
+    assert len(p.read_bytes()) < 600  # 10^9 leaves once expanded
+    r = subprocess.run(
+        [sys.executable, "-m", "reglab.cli", "train", str(p), f"output={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "alias" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("optim.lr=inf", "optim.lr"),
+        ("optim.lr=1e400", "optim.lr"),
+        ("optim.lr=.nan", "optim.lr"),
+        ("train.epochs=1e400", "train.epochs"),
+        ("regularizers=[{name: l2, lam: .inf}]", "regularizers.0.lam"),
+        ("regularizers=[{name: pathprox, lam: 0.1, active_threshold: .inf}]", "active_threshold"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path, override, field):
+    out = tmp_path / "out"
+    r = cli("train", *SMALL_RUN, override, "--output", str(out))
+    one_line_error(r, field, "finite")
+    assert files_under(out) == []
+
+
+def test_a_non_finite_sweep_value_is_refused(tmp_path):
+    out = tmp_path / "out"
+    r = cli("sweep", *SMALL_RUN, "optim.lr=0.1,1e400", "-o", str(out))
+    one_line_error(r, "optim.lr", "finite")
+    assert files_under(out) == []
+
+
+def test_an_output_root_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = cli("train", *SMALL_RUN, "--output", str(blocker / "runs"))
+    one_line_error(r, str(blocker))
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from reglab import store
+
+    real = store.atomic_write_bytes
+    calls = [0]
+
+    def full_disk(path, data, sync=True):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, sync)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", full_disk)
+    out = tmp_path / "out"
+    msg = one_line_error(cli("train", *SMALL_RUN, "--output", str(out)), "No space left on device")
+    assert "rerun" in msg
+    monkeypatch.setattr(store, "atomic_write_bytes", real)
+    r = cli("train", *SMALL_RUN, "--output", str(out))
+    assert r.exit_code == 0 and "done:" in r.output
+
+
+def test_a_checkpoint_holding_a_foreign_pickle_is_refused_by_name(tmp_path):
+    import torch
+
+    from reglab.config import config_hash
+
+    out = tmp_path / "out"
+    rd = RunDir(out / config_hash(load_config(None, SMALL_RUN)))
+    (rd.path / "checkpoints").mkdir(parents=True)
+    # A reference to an arbitrary callable: what weights_only refuses, and what must never be loaded.
+    torch.save({"step": 3, "model": print}, rd.ckpt("last"))
+    msg = one_line_error(cli("train", *SMALL_RUN, "--output", str(out)), str(rd.ckpt("last")))
+    assert "weights_only" not in msg
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        res = run(load_config(None, [*SMALL_RUN, f"output={tmp_path}"]))
+    finally:
+        os.umask(old)
+    for p in files_under(res.path):
+        if p.name == ".lock":
+            continue
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+
+
+def test_landscape_sizes_are_bounded_before_any_allocation(tmp_path):
+    out = tmp_path / "out"
+    r = cli("train", *SMALL_RUN, "analysis.landscape={resolution: 100000}", "--output", str(out))
+    one_line_error(r, "analysis.landscape.resolution", "GiB")
+    assert files_under(out) == []
+
+
+def test_damaged_run_directories_are_reported_and_left_out(tmp_path):
+    from reglab.results import load_runs
+
+    good = [run(load_config(None, [*SMALL_RUN, f"output={tmp_path}", f"seed={s}"])) for s in range(3)]
+    edited, emptied = good[1].path / "config.json", good[2].path / "config.json"
+    record = json.loads(edited.read_text())
+    record["config"]["optim"]["lr"] = 0.5  # a hand edit: the run was trained with 0.1
+    record["canonical"]["optim"]["lr"] = 0.5
+    edited.write_text(json.dumps(record))
+    emptied.write_text("")
+    with pytest.warns(UserWarning) as caught:
+        df = load_runs(tmp_path)
+    assert list(df["run"]) == [good[0].path.name]
+    said = " ".join(str(w.message) for w in caught)
+    assert str(good[1].path) in said and "does not match" in said
+    assert str(good[2].path) in said and "config.json" in said
+    r = cli("runs", "--root", str(tmp_path))
+    assert r.exit_code == 0 and good[0].path.name in r.output
+    assert "damaged" in r.output and str(good[2].path) in r.output
+
+
+def test_reglab_data_reports_a_truncated_file_as_damaged(tmp_path):
+    from fixtures_data import make_mnist_arrays, write_mnist_folder
+
+    folder = write_mnist_folder(tmp_path / "mnist", make_mnist_arrays(), gz=True)
+    images = folder / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])
+    r = cli("data", "--data-dir", str(tmp_path))
+    assert r.exit_code == 0
+    line = next(x for x in r.output.splitlines() if "mnist " in x and "fashion" not in x)
+    assert "damaged" in line and "found" not in line
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def test_ctrl_c_stops_a_parallel_sweep_at_once_and_a_rerun_finishes_it(tmp_path):
+    import os
+    import signal
+    import time
+
+    root = tmp_path / "root"
+    args = [
+        sys.executable,
+        "-m",
+        "reglab.cli",
+        "sweep",
+        "data.dataset=digits",
+        "model.widths=[64,64,10]",
+        "train.batch_size=16",
+        "train.epochs=15",
+        "seed=0,1,2,3,4,5",
+        "-j",
+        "2",
+        "-o",
+        str(root),
+        "--name",
+        "ctrlc",
+        "--vectorize",
+        "off",
+    ]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(root.glob("*/steps.jsonl")):  # a run is training
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        signalled = time.time()
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Rerun the same command" in err
+    assert "Traceback" not in err and "leaked" not in err, err
+    finished_after = [d for d in root.glob("*/DONE") if d.stat().st_mtime > signalled]
+    assert finished_after == [], "a run was started or finished after Ctrl-C"
+    assert len([d for d in root.glob("*/DONE")]) < 6
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(root.glob("*/DONE"))) == 6
+    for d in root.glob("*/steps.jsonl"):
+        steps = [json.loads(line)["step"] for line in d.read_text().splitlines()]
+        assert steps == list(range(len(steps))), f"{d}: a step row lost or doubled"

@@ -227,13 +227,15 @@ def test_metrics_match_independent_aggregation(full_report: Path, roots):
 # ---------------------------------------------------------------------------------------------
 
 
-def _fake_run(root: Path, name: str, seed: int, lr: float, test_acc: float, status: str = "done") -> None:
-    d = root / name
+def _fake_run(root: Path, seed: int, lr: float, test_acc: float, status: str = "done") -> str:
+    """A run directory with a real config record and made-up logs and summary; returns its hash."""
+    from reglab.config import load_config
+    from reglab.train import config_record
+
+    record = config_record(load_config(None, ["name=known", f"seed={seed}", f"optim.lr={lr}"]))
+    d = root / record["hash"]
     d.mkdir(parents=True)
-    canonical = {"seed": seed, "optim": {"lr": lr, "name": "sgd"}, "model": {"name": "mlp"}, "regularizers": []}
-    (d / "config.json").write_text(
-        json.dumps({"hash": name, "canonical": canonical, "config": {**canonical, "name": "known"}})
-    )
+    (d / "config.json").write_text(json.dumps(record))
     final = {"step": 10, "epoch": 1.0, "train_loss": 0.5, "train_acc": 0.9, "test_loss": 0.6, "test_acc": test_acc}
     if status == "diverged":
         final = {k: (math.nan if k not in ("step", "epoch") else v) for k, v in final.items()}
@@ -250,19 +252,20 @@ def _fake_run(root: Path, name: str, seed: int, lr: float, test_acc: float, stat
         for s in range(11)
     ]
     (d / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "DONE").write_text("")
+    if status != "incomplete":
+        (d / "DONE").write_text("")
+    return record["hash"]
 
 
 @pytest.fixture
 def known_root(tmp_path) -> Path:
     root = tmp_path / "known"
     for i, acc in enumerate((0.80, 0.85, 0.90)):
-        _fake_run(root, f"a{i}", i, 0.1, acc)
+        _fake_run(root, i, 0.1, acc)
     for i, acc in enumerate((0.70, 0.74, 0.72)):
-        _fake_run(root, f"b{i}", i, 0.01, acc)
-    _fake_run(root, "b3", 3, 0.01, 0.0, status="diverged")
-    _fake_run(root, "c0", 9, 0.5, 0.1, status="incomplete")
-    (root / "c0" / "DONE").unlink()
+        _fake_run(root, i, 0.01, acc)
+    (root / "diverged").write_text(_fake_run(root, 3, 0.01, 0.0, status="diverged"))
+    _fake_run(root, 9, 0.5, 0.1, status="incomplete")
     return root
 
 
@@ -277,7 +280,7 @@ def test_metrics_table_known_values(known_root, tmp_path):
     m = manifest(out)
     labels = {s["label"]: s for s in m["settings"]}
     assert set(labels) == {"lr=0.01", "lr=0.1"}
-    assert labels["lr=0.01"]["diverged"] == ["b3"]
+    assert labels["lr=0.01"]["diverged"] == [(known_root / "diverged").read_text()]
     assert "1 run diverged" in html and "⚠ 1" in html
     assert "1 incomplete" in html  # the unfinished run is counted, not drawn
     fm = pd.read_csv(out.parent / "final_metrics.csv").set_index("setting")
@@ -379,7 +382,7 @@ def test_labels_are_short_and_distinct():
 def test_many_settings_split_over_figures(tmp_path):
     root = tmp_path / "many"
     for i in range(12):
-        _fake_run(root, f"r{i:02d}", 0, 0.01 * (i + 1), 0.5 + 0.01 * i)
+        _fake_run(root, 0, 0.01 * (i + 1), 0.5 + 0.01 * i)
     out = build_report(root, tmp_path / "rep")
     names = [f["name"] for f in manifest(out)["figures"]]
     assert "curves_loss_part1" in names and "curves_loss_part2" in names

@@ -5,13 +5,14 @@ Errors a user can cause print one line naming the field and what is allowed, and
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 
 def _fail(err: UserError) -> None:
@@ -19,23 +20,54 @@ def _fail(err: UserError) -> None:
     sys.exit(err.exit_code)
 
 
+def _os_error_message(e: OSError) -> str:
+    """One line for a file-system failure: the file, what went wrong, what to do."""
+    where = e.filename or "a file"
+    what = e.strerror or str(e)
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        todo = "free some space and rerun the same command: finished runs are kept and unfinished ones resume"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+        todo = "choose a results root you can write (--output / output=)"
+    else:
+        todo = "check the path and rerun the same command"
+    return f"{where}: {what}; {todo}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line: one line, without the source line that raised them."""
+    click.echo(f"warning: {message}", err=True)
+
+
 class _Group(click.Group):
-    """Turns UserError raised by any command into one message and exit status 2."""
+    """Turns what a user can cause (UserError, a file-system failure, Ctrl-C) into one message:
+    exit status 2, or 130 for an interrupt."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as e:
+            click.echo(str(e), err=True)
+            sys.exit(e.exit_code)
         except UserError as e:
             _fail(e)
+        except OSError as e:
+            click.echo(f"error: {_os_error_message(e)}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: rerun the same command to resume (finished runs are kept)", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="reglab")
 def cli() -> None:
     """reglab: train networks under weight regularizers and lambda schedules, and report."""
+    import warnings
+
     from .runtime import keep_freed_memory
 
     keep_freed_memory()
+    warnings.showwarning = _show_warning
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -123,6 +155,7 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     product (per entry of `variants:` if the file has one). Finished runs are skipped, interrupted
     ones resume. Exit status 1 if any run failed.
     """
+    from .config import check_name, name_from
     from .sweep import build_spec, expand, run_sweep
     from .sweep.executors import default_jobs
 
@@ -142,17 +175,18 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
         spec["output"] = output
     if data_dir is not None:
         spec.setdefault("data", {})["dir"] = data_dir
+    if name is not None:
+        sweep_name = check_name(name, "--name")
+    elif "name" in spec:
+        sweep_name = check_name(spec["name"], "name")
+    else:
+        sweep_name = name_from(Path(path).stem) if path else "sweep"
     runs = expand(spec)
     if not dry_run:
         from .sweep.runner import preflight
 
         preflight(runs, data_dir)
     root = Path(runs[0].config.output) if runs else Path(output or "runs")
-    sweep_name = (
-        name
-        or (spec.get("name") if isinstance(spec.get("name"), str) else None)
-        or (Path(path).stem if path else "sweep")
-    )
     axes = sorted({k for r in runs for k in r.axes})
     click.echo(f"sweep {sweep_name}: {len(runs)} runs under {root}" + (f", axes: {', '.join(axes)}" if axes else ""))
     if dry_run:
@@ -295,12 +329,13 @@ def data(data_dir: str | None) -> None:
     table = Table(title=f"datasets (data directories: {', '.join(map(str, dirs))})")
     for col in ("name", "status", "where / why"):
         table.add_column(col)
-    per_dir = [dataset_status(d) for d in dirs]
+    per_dir = [dataset_status(d, verify=True) for d in dirs]
     for i, st in enumerate(per_dir[0]):
-        found = next((sts[i] for sts in per_dir if sts[i]["found"]), st)
-        table.add_row(
-            found["name"], "found" if found["found"] else "missing", str(found.get("where") or found.get("why") or "")
-        )
+        row = next((sts[i] for sts in per_dir if sts[i]["found"]), st)
+        if row["damaged"]:
+            table.add_row(row["name"], "damaged", f"{row['where']}: {row['why']}")
+        else:
+            table.add_row(row["name"], "found" if row["found"] else "missing", str(row.get("where") or row["why"]))
     Console().print(table)
 
 
@@ -313,17 +348,23 @@ def data(data_dir: str | None) -> None:
 )
 def runs(root: str, sweep_name: str | None, export: str | None, all_columns: bool) -> None:
     """Print a table of the runs under a results root."""
+    import warnings
+
     from .report_table import print_runs_table
     from .results import load_runs
 
-    df = load_runs(root, sweep=sweep_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # damaged runs are listed below, once, in plain words
+        df = load_runs(root, sweep=sweep_name)
     if df.empty:
         click.echo(f"no runs under {root}")
-        return
-    if export:
-        _export(df, export)
-        click.echo(f"wrote {export}")
-    print_runs_table(df, all_columns=all_columns)
+    else:
+        if export:
+            _export(df, export)
+            click.echo(f"wrote {export}")
+        print_runs_table(df, all_columns=all_columns)
+    for d in df.attrs.get("damaged", []):
+        click.echo(f"damaged run {d['path']}: {d['why']}; left out", err=True)
 
 
 def _export(df, path: str) -> None:

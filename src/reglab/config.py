@@ -10,19 +10,39 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
+# Run and sweep names become file names under the results root (sweeps/<name>.json): a name is
+# one path component that cannot climb out of the root.
+NAME_RULE = "1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_name(value: object, field: str = "name") -> str:
+    """`value` if it is a valid run or sweep name, else a ConfigError naming `field`."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ConfigError(field, f"{value!r} is not a valid name: use {NAME_RULE}")
+    return value
+
+
+def name_from(text: str) -> str:
+    """A valid name made from free text (a file name): other characters become '-'."""
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-._+")[:128]
+    return name or "sweep"
+
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo must never silently fall back to a default."""
+    """Unknown keys are errors: a typo must never silently fall back to a default. Numbers must
+    be finite: inf and nan (also as 1e400) are refused wherever a number is asked for."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Strict):
@@ -163,7 +183,7 @@ class TrainConfig(_Strict):
 class ScheduleConfig(_Strict):
     """A lambda schedule; extra keys are the schedule's own options, checked by its class."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     name: str = "constant"
 
 
@@ -174,7 +194,7 @@ def _weight_role_only() -> list[Literal["weight", "bias", "norm"]]:
 class RegularizerConfig(_Strict):
     """One regularizer: its name, strength, lambda schedule and its own options."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     name: str
     lam: float = Field(0.0, ge=0)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -198,6 +218,23 @@ class LandscapeConfig(_Strict):
     seed: int = 0
     include_bias: bool = False
     """Perturb biases and normalization parameters too (excluded by default)."""
+
+    # Each grid point is one evaluation of the network on `examples` examples, and the grids hold
+    # 17 bytes a point (loss, accuracy, done mask): checked before anything is allocated.
+    MAX_POINTS: ClassVar[int] = 1_000_000
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LandscapeConfig:
+        points = self.resolution**self.dims
+        if points > self.MAX_POINTS:
+            largest = round(self.MAX_POINTS ** (1 / self.dims))
+            gib = points * 17 / 2**30
+            raise ValueError(
+                f"analysis.landscape.resolution: {self.resolution} in {self.dims}-D is {points:,} grid points, "
+                f"about {gib:,.1f} GiB for the grids alone and as many evaluations of the network; at most "
+                f"{self.MAX_POINTS:,} points (resolution <= {largest} in {self.dims}-D)"
+            )
+        return self
 
 
 class AnalysisConfig(_Strict):
@@ -231,6 +268,13 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     regularizers: list[RegularizerConfig] = Field(default_factory=list)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError(f"name: {v!r} is not a valid name: use {NAME_RULE}")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -299,10 +343,50 @@ def config_hash(cfg: RunConfig) -> str:
 # ----------------------------------------------------------------------------- overrides
 
 
+# A config is a few hundred values; YAML aliases (&a ... *a) can make a few hundred bytes expand
+# into billions (the "billion laughs"), which would hang every step that walks the data.
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Number of values `node` stands for once every alias is expanded (aliases share nodes, so
+    this is counted over the composed graph without expanding it)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a node reached again through itself (a recursive alias) counts once
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(child, memo) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    return memo[key]
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load, refusing documents whose aliases expand past MAX_YAML_VALUES values."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, {})
+        except RecursionError:
+            raise ConfigError(where, "is nested too deeply to be a config") from None
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(
+                where,
+                f"expands through YAML aliases (&name / *name) to {size:,} values, more than the "
+                f"{MAX_YAML_VALUES:,} a config may hold; write the values out or use fewer aliases",
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_value(text: str) -> Any:
     """A command-line value: YAML scalars and flow lists/maps (`0.1`, `[784,128,10]`, `true`)."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return safe_yaml(text, "override") if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -361,7 +445,7 @@ def load_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError("config", f"file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = safe_yaml(p.read_text(), str(p)) or {}
     except yaml.YAMLError as e:
         raise ConfigError("config", f"{p} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -402,7 +486,7 @@ def validate(raw: dict) -> RunConfig:
             parent = ".".join(str(x) for x in err["loc"][:-1])
             allowed = _allowed_keys(parent)
             raise ConfigError(field, "unknown key", allowed) from None
-        if err["type"] == "literal_error":
+        if err["type"] in ("literal_error", "finite_number"):
             msg = msg.replace("Input should be", "must be")
         if err["type"] == "value_error":
             # Cross-field checks name their field themselves: "Value error, a.b: message".

@@ -28,3 +28,9 @@ class ConfigError(UserError):
 
 class DataMissingError(UserError):
     """Dataset files are absent and could not be downloaded."""
+
+
+class Interrupted(UserError):
+    """Ctrl-C (SIGINT) stopped a run or a sweep; the message says what to rerun."""
+
+    exit_code = 130

@@ -11,6 +11,9 @@ run, with a ``run`` column.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +65,44 @@ def run_row(rd: RunDir) -> dict:
     return row
 
 
-def _selected(root: str | Path, sweep: str | None, runs: list[str] | None) -> list[RunDir]:
+def damage(rd: RunDir) -> str | None:
+    """Why a run directory's content cannot be trusted, or None when it can: its config.json must
+    be readable, name the directory's hash, and hold a canonical form and a config that both hash
+    to it (a hand edit would otherwise label this run's numbers with another run's settings)."""
+    from .config import config_hash, validate
+    from .errors import UserError
+
+    name = rd.path.name
+    try:
+        rec = rd.read_config()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"config.json cannot be read ({type(e).__name__}: {e})"
+    if (
+        not isinstance(rec, dict)
+        or not isinstance(rec.get("config"), dict)
+        or not isinstance(rec.get("canonical"), dict)
+    ):
+        return "config.json lacks the run's config or its canonical form"
+    if rec.get("hash") != name:
+        return f"config.json names run {rec.get('hash')!r}, not this directory's {name}"
+    blob = json.dumps(rec["canonical"], sort_keys=True, separators=(",", ":"))
+    if hashlib.sha256(blob.encode()).hexdigest()[:12] != name:
+        return "the canonical config in config.json does not match the run's hash (the file was edited)"
+    try:
+        cfg = validate(rec["config"])
+    except UserError as e:
+        return f"the config in config.json is not valid: {e}"
+    if config_hash(cfg) != name:
+        return "the config in config.json does not match the run's hash (the file was edited)"
+    try:
+        rd.read_summary()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"summary.json cannot be read ({type(e).__name__}: {e})"
+    return None
+
+
+def _selected(root: str | Path, sweep: str | None, runs: list[str] | None) -> tuple[list[RunDir], list[dict[str, str]]]:
+    """The selected run directories whose content can be trusted, and the damaged ones (path, why)."""
     dirs = run_dirs(Path(root))
     if sweep is not None:
         from .sweep.runner import sweep_hashes
@@ -71,25 +111,44 @@ def _selected(root: str | Path, sweep: str | None, runs: list[str] | None) -> li
         dirs = [d for d in dirs if d.path.name in wanted]
     if runs is not None:
         dirs = [d for d in dirs if d.path.name in set(runs)]
-    return dirs
+    good, damaged = [], []
+    for d in dirs:
+        why = damage(d)
+        if why is None:
+            good.append(d)
+        else:
+            damaged.append({"path": str(d.path), "why": why})
+    return good, damaged
+
+
+def _warn_damaged(damaged: list[dict[str, str]]) -> None:
+    for d in damaged:
+        warnings.warn(f"damaged run {d['path']}: {d['why']}; left out", UserWarning, stacklevel=3)
 
 
 def load_runs(root: str | Path = "runs", sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
     """One row per run under `root` (see module docstring for the columns); `sweep` keeps the
-    runs of that sweep only (its manifest under root/sweeps/), `runs` a list of run hashes."""
+    runs of that sweep only (its manifest under root/sweeps/), `runs` a list of run hashes.
+    Damaged run directories (see `damage`) are left out with a warning each, and listed in
+    ``df.attrs["damaged"]`` (path, why)."""
     rows, config_cols = [], {}
-    for rd in _selected(root, sweep, runs):
+    dirs, damaged = _selected(root, sweep, runs)
+    _warn_damaged(damaged)
+    for rd in dirs:
         row = run_row(rd)
         rows.append(row)
         config_cols.update(dict.fromkeys(row.pop("_config_columns")))
     df = pd.DataFrame(rows)
     df.attrs["config_columns"] = list(config_cols)
+    df.attrs["damaged"] = damaged
     return df
 
 
 def _stack(root: str | Path, which: str, sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
     frames = []
-    for rd in _selected(root, sweep, runs):
+    dirs, damaged = _selected(root, sweep, runs)
+    _warn_damaged(damaged)
+    for rd in dirs:
         rows = rd.evals() if which == "evals" else rd.steps()
         if rows:
             df = pd.DataFrame(rows)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import warnings
 import zipfile
@@ -35,6 +36,8 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 DONE = "DONE"
 
 
@@ -43,9 +46,31 @@ def sync_to_disk() -> None:
     os.sync()
 
 
-def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A temporary file beside `path` with the mode a plain open() would give the file (mkstemp
+    makes it 0600, which would lock other users out of a shared results root)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -64,8 +89,7 @@ def atomic_write_json(path: Path, obj: Any, sync: bool = True) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any, sync: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)
@@ -226,7 +250,15 @@ class RunDir:
         if not zipfile.is_zipfile(p):
             warnings.warn(f"{p}: unreadable checkpoint (empty or truncated), ignored", stacklevel=2)
             return None
-        return torch.load(p, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(p, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            # reglab writes tensors and plain data only; anything else was put there by someone else.
+            raise UserError(
+                f"{p}: refused: this checkpoint holds Python objects other than tensors and plain data, "
+                "which reglab never loads (reglab did not write it; it may have been tampered with). "
+                "Delete it to train the run again from the start"
+            ) from None
 
 
 def run_dirs(root: Path) -> list[RunDir]:

@@ -10,6 +10,7 @@ for the device; the NaN/inf guard looks at them at each block flush.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -169,7 +170,9 @@ def run(
         try:
             summary = Trainer(setup, rd, show).fit()
         except Exception as e:
-            rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
+            # On a full disk or a lost mount the record cannot be written: the original error is the one to report.
+            with contextlib.suppress(OSError):
+                rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
             raise
         rd.write_summary(summary)
         rd.mark_done()

@@ -82,23 +82,33 @@ DATASETS.add(
 )
 
 
-def dataset_status(data_dir: Path) -> list[dict]:
+def dataset_status(data_dir: Path, verify: bool = False) -> list[dict]:
     """One row per dataset for `reglab data`: found or not, and where or why not.
 
-    Keys: name, found (bool), where (str: a path, or a note for datasets without files),
-    why (str: empty when found), description.
+    Keys: name, found (bool), damaged (bool), where (str: a path, or a note for datasets without
+    files), why (str: empty when found and sound), description. With verify, every dataset found
+    is read in full, so a truncated or corrupt file is reported as damaged rather than found.
     """
+    from ..errors import UserError
+
     rows = []
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         where, why = spec.locate(Path(data_dir))
         found = where is not None or not spec.needs_files
+        damaged = False
+        if verify and where is not None:
+            try:
+                spec.load(Path(data_dir), download=False)
+            except (UserError, OSError, EOFError, ValueError) as e:
+                damaged, why = True, str(e)
         rows.append(
             {
                 "name": name,
                 "found": found,
+                "damaged": damaged,
                 "where": str(where) if where is not None else (why if found else ""),
-                "why": "" if found else why,
+                "why": why if damaged or not found else "",
                 "description": spec.description,
             }
         )

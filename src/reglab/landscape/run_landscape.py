@@ -61,6 +61,9 @@ def parse_landscape_overrides(items: list[str], base: LandscapeConfig | None = N
         return LandscapeConfig.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
+        if err["type"] == "value_error":  # a cross-field check that names its field itself
+            field, _, text = err["msg"].removeprefix("Value error, ").partition(": ")
+            raise ConfigError(field, text) from None
         loc = ".".join(str(x) for x in err["loc"])
         raise ConfigError(f"{FIELD}.{loc}", f"{err['msg']} (got {err.get('input')!r})") from None
 

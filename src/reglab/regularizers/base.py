@@ -51,7 +51,7 @@ class StepContext:
 class Options(BaseModel):
     """Base for a regularizer's own options; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 _BaseOptions = Options

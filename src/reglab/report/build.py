@@ -47,6 +47,12 @@ def _overview(d: ReportData) -> str:
         f"{len(d.settings)} setting{'s' * (len(d.settings) != 1)} (runs that differ only in their seed), "
         f"{rng} run{'s' * (max(per) != 1)} per setting; seeds: {H.e(', '.join(map(str, seeds)) or '–')}.</p>"
     ]
+    if d.damaged:
+        items = "".join(f"<li><code>{H.e(x['path'])}</code>: {H.e(x['why'])}</li>" for x in d.damaged)
+        parts.append(
+            f'<p class="flag">{len(d.damaged)} damaged run director{"ies" if len(d.damaged) != 1 else "y"} '
+            f"left out (their content cannot be trusted):</p><ul>{items}</ul>"
+        )
     div = int((df["status"] == "diverged").sum())
     if div:
         parts.append(

@@ -49,6 +49,8 @@ class ReportData:
     """Varying config columns except seed (the setting identity)."""
     settings: list[Setting]
     evals: pd.DataFrame
+    damaged: list[dict[str, str]] = field(default_factory=list)
+    """Run directories left out because their content cannot be trusted (path, why)."""
 
     def load_steps(self, runs: list[str]) -> pd.DataFrame:
         """The per-step logs of these runs (read on demand: they can be long)."""
@@ -243,7 +245,7 @@ def load_report_data(root: Path, runs: list[str] | None = None) -> ReportData:
             )
         )
     evals = _stack(finished, "evals")
-    return ReportData(root, finished, skipped, cfg_cols, axes, settings, evals)
+    return ReportData(root, finished, skipped, cfg_cols, axes, settings, evals, all_runs.attrs.get("damaged", []))
 
 
 def _stack(df: pd.DataFrame, which: str) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from ..registry import Registry, validate_options
 
 
 class ScheduleOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LambdaSchedule:

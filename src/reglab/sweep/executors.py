@@ -6,7 +6,9 @@ so local and cluster runs write identical run directories and can mix on a share
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,31 +25,67 @@ EXECUTORS = ("inline", "process", "slurm", "submitit_local")
 class Outcome:
     hash: str
     status: str
-    """done | diverged | skipped | busy | failed"""
+    """done | diverged | skipped | busy | failed | interrupted"""
     wall: float = 0.0
     error: str | None = None
 
 
+# Ctrl-C in a pool worker. The terminal sends SIGINT to the whole process group, and the sweep
+# forwards it to its workers when only it got one. A worker then stops the run it is training
+# (KeyboardInterrupt at the next Python instruction: every run file is written atomically, so the
+# run resumes from its last checkpoint) and answers every run still queued to it as interrupted,
+# without starting it. Outside a run the signal only sets the flag: an idle worker must not die
+# with a traceback while it waits for work.
+_in_worker = False
+_stopping = False
+_in_run = False
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    global _stopping
+    _stopping = True
+    if _in_run:
+        raise KeyboardInterrupt
+
+
+def _worker_start(parent_pid: int) -> None:
+    global _in_worker
+    _in_worker = True
+    signal.signal(signal.SIGINT, _on_interrupt)
+    _exit_with_parent(parent_pid)
+
+
 def execute_run(config: dict, data_dir: str | None = None, threads: int | None = None) -> dict:
     """Train one run (resuming or skipping as needed) and say how it went. Never raises for a
-    failing run: the failure is recorded (error.json in the run directory) and returned."""
+    failing run: the failure is recorded (error.json in the run directory) and returned. In a
+    pool worker an interrupt is returned as status "interrupted"; elsewhere it propagates."""
     import torch
 
     from ..config import config_hash, validate
     from ..store import RunBusy
     from ..train import run
 
+    global _in_run
     if threads:
         torch.set_num_threads(threads)
     cfg = validate(config)
     h = config_hash(cfg)
+    if _stopping:
+        return {"hash": h, "status": "interrupted", "wall": 0.0, "error": None}
     t0 = time.perf_counter()
+    _in_run = _in_worker
     try:
         res = run(cfg, data_dir=data_dir, progress=False)
     except RunBusy:
         return {"hash": h, "status": "busy", "wall": 0.0, "error": None}
+    except KeyboardInterrupt:
+        if not _in_worker:
+            raise
+        return {"hash": h, "status": "interrupted", "wall": time.perf_counter() - t0, "error": None}
     except Exception as e:  # a failing run must not stop the sweep
         return {"hash": h, "status": "failed", "wall": time.perf_counter() - t0, "error": f"{type(e).__name__}: {e}"}
+    finally:
+        _in_run = False
     status = "skipped" if res.skipped else res.status
     return {"hash": h, "status": status, "wall": time.perf_counter() - t0, "error": None}
 
@@ -75,6 +113,10 @@ class Executor:
 
     def close(self) -> None:
         pass
+
+    def interrupt(self) -> None:
+        """Ctrl-C: start nothing more, stop what runs at a safe point, return promptly."""
+        self.close()
 
 
 class InlineExecutor(Executor):
@@ -126,7 +168,7 @@ class ProcessExecutor(Executor):
         self.data_dir = data_dir
         self.threads = threads_per_job(jobs)
         self.pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
+            max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_start, initargs=(os.getpid(),)
         )
         self.pending: set[Future] = set()
 
@@ -147,6 +189,17 @@ class ProcessExecutor(Executor):
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def interrupt(self):
+        for f in self.pending:
+            f.cancel()
+        # Forward the interrupt to the workers, which did not get it when only this process was
+        # signalled (kill -INT); a worker signalled twice handles it the same way.
+        for p in list(getattr(self.pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError, AttributeError, TypeError):
+                os.kill(p.pid, signal.SIGINT)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pending = set()
 
 
 class SubmititExecutor(Executor):

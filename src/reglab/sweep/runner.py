@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..store import RunDir, RunLock, atomic_write_json
-from .executors import Outcome, execute_run, make_executor
+from .executors import Executor, Outcome, execute_run, make_executor
 from .grid import PlannedRun
 from .progress import SweepDisplay
 
@@ -34,7 +34,9 @@ class SweepResult:
 
 
 def manifest_path(root: Path, name: str) -> Path:
-    return Path(root) / "sweeps" / f"{name}.json"
+    from ..config import check_name
+
+    return Path(root) / "sweeps" / f"{check_name(name, 'sweep name')}.json"
 
 
 def write_manifest(root: Path, name: str, spec: dict, runs: list[PlannedRun]) -> Path:
@@ -119,36 +121,31 @@ def run_sweep(
         todo = [r for r, _ in singles]
     display = SweepDisplay(name, total=len(runs), already_done=len(runs) - len(todo) - sum(map(len, groups)), live=live)
     busy: list[dict] = []
-    for g in groups:
-        from ..vectorized import train_group
-
-        display.start(running=len(g), remaining=len(todo) + sum(map(len, groups)))
-        for o in train_group(g, root, data_dir):
-            out = Outcome(**o)
-            if out.status == "busy":
-                busy.append(
-                    next(r for r in g if r.hash == out.hash)
-                    .config.model_copy(update={"output": str(root)})
-                    .model_dump(mode="json")
-                )
-                continue
-            result.outcomes[out.hash] = out
-            display.finished(out)
     configs = [r.config.model_copy(update={"output": str(root)}).model_dump(mode="json") for r in todo]
-    ex = make_executor(executor, jobs, data_dir, root, slurm)
+    ex: Executor | None = None
     try:
+        _train_groups(groups, len(todo), root, data_dir, display, result, busy)
+        ex = make_executor(executor, jobs, data_dir, root, slurm)
         ex.submit(configs)
         display.start(running=ex.running(), remaining=len(todo))
         for out in ex.outcomes():
             if out is not None:
                 if out.status == "busy":
                     busy.append(next(c for c in configs if _hash_of(c) == out.hash))
+                elif out.status == "interrupted":
+                    raise KeyboardInterrupt  # a worker was interrupted: the whole sweep stops
                 else:
                     result.outcomes[out.hash] = out
                     display.finished(out)
             display.refresh(running=ex.running())
+    except KeyboardInterrupt:
+        if ex is not None:
+            ex.interrupt()
+        display.stop()
+        raise _interrupted(name, result, len(runs)) from None
     finally:
-        ex.close()
+        if ex is not None:
+            ex.close()
     # Runs another process was training: wait for its lock, then take over if it did not finish.
     for cfg in busy:
         h = _hash_of(cfg)
@@ -159,6 +156,40 @@ def run_sweep(
         display.finished(out)
     display.stop()
     return result
+
+
+def _train_groups(
+    groups: list[list[PlannedRun]],
+    singles: int,
+    root: Path,
+    data_dir: str | None,
+    display: SweepDisplay,
+    result: SweepResult,
+    busy: list[dict],
+) -> None:
+    """Train the vectorized groups in this process; runs another process holds go to `busy`."""
+    from ..vectorized import train_group
+
+    for g in groups:
+        display.start(running=len(g), remaining=singles + sum(map(len, groups)))
+        for o in train_group(g, root, data_dir):
+            out = Outcome(**o)
+            if out.status == "busy":
+                cfg = next(r for r in g if r.hash == out.hash).config
+                busy.append(cfg.model_copy(update={"output": str(root)}).model_dump(mode="json"))
+                continue
+            result.outcomes[out.hash] = out
+            display.finished(out)
+
+
+def _interrupted(name: str, result: SweepResult, total: int):
+    from ..errors import Interrupted
+
+    done = sum(o.status in ("done", "diverged", "skipped") for o in result.outcomes.values())
+    return Interrupted(
+        f"interrupted: sweep {name} stopped with {done} of {total} runs finished; unfinished runs keep "
+        "their last checkpoint. Rerun the same command to resume them"
+    )
 
 
 def _hash_of(cfg_json: dict) -> str:
