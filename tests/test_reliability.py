@@ -36,7 +36,8 @@ CONFIG = [
     "analysis.spectra_every=1",
     "regularizers=[{name: path_energy, lam: 0.01}]",
 ]
-TIME_FIELDS = {"time", "wall_time"}
+# Wall-clock fields, and the provenance record: a resumed run has one segment per start.
+TIME_FIELDS = {"time", "wall_time", "trained_by"}
 
 
 def _strip_times(x):
@@ -366,3 +367,56 @@ def test_ctrl_c_stops_a_parallel_sweep_at_once_and_a_rerun_finishes_it(tmp_path)
     for d in root.glob("*/steps.jsonl"):
         steps = [json.loads(line)["step"] for line in d.read_text().splitlines()]
         assert steps == list(range(len(steps))), f"{d}: a step row lost or doubled"
+
+
+# ----------------------------------------------------------------------------- stale results and provenance
+
+
+def test_runs_computed_by_an_older_reglab_are_flagged_and_rerun_on_request(tmp_path, monkeypatch):
+    from reglab import provenance
+
+    args = ["sweep", *SMALL_RUN, "seed=0,1", "-o", str(tmp_path), "--name", "s", "--vectorize", "off", "-j", "1"]
+    assert cli(*args).exit_code == 0
+    monkeypatch.setattr(provenance, "COMPUTE_VERSION", provenance.COMPUTE_VERSION + 1)  # a later reglab
+    r = cli("runs", "--root", str(tmp_path))
+    assert "older reglab" in r.output and "--rerun-stale" in r.output
+    r = cli(*args)
+    assert r.exit_code == 0 and "reused" in r.output
+    r = cli(*args, "--rerun-stale")
+    assert r.exit_code == 0 and "trained again" in r.output
+    assert len(list((tmp_path / "stale").iterdir())) == 2
+    r = cli("runs", "--root", str(tmp_path))
+    assert r.exit_code == 0 and "older reglab" not in r.output
+
+
+def test_every_run_records_what_trained_it(tmp_path):
+    from reglab.config import load_config as lc
+    from reglab.sweep import expand, run_sweep
+
+    spec = {"data": {"dataset": "digits"}, "model": {"widths": [64, 8, 10]}, "train": {"epochs": 1}, "seed": [0, 1]}
+    runs = expand(spec)
+    run_sweep("v", tmp_path / "vec", spec, runs, live=False, vectorize="on")
+    one = run(lc(None, [*SMALL_RUN, f"output={tmp_path / 'one'}"]))
+    for rd in [RunDir(tmp_path / "vec" / r.hash) for r in runs]:
+        (seg,) = rd.read_summary()["trained_by"]
+        assert seg["path"] == "vectorized" and seg["group_size"] == 2 and seg["from_step"] == 0
+    (seg,) = one.summary["trained_by"]
+    assert seg["path"] == "one-by-one" and seg["group_size"] == 1
+    assert seg["device"] == "cpu" and seg["dtype"] == "float32" and seg["torch"] and seg["reglab"]
+
+
+def test_any_run_of_a_sweep_can_be_reproduced_exactly(tmp_path):
+    """One-by-one runs: `reglab train --from RUN_DIR -o NEW`; vectorized runs: the same sweep in a
+    new root (the plan, hence each group, is the same). Both give identical files."""
+    sweep = ["sweep", *SMALL_RUN, "optim.momentum=0.9", "seed=0,1,2", "--name", "s", "-j", "1"]
+    assert cli(*sweep, "-o", str(tmp_path / "a"), "--vectorize", "on").exit_code == 0
+    assert cli(*sweep, "-o", str(tmp_path / "b"), "--vectorize", "on").exit_code == 0
+    runs = [p.parent for p in (tmp_path / "a").glob("*/DONE")]
+    assert len(runs) == 3
+    for a in runs:
+        assert snapshot(a) == snapshot(tmp_path / "b" / a.name)
+        assert RunDir(a).read_summary()["trained_by"][0]["path"] == "vectorized"
+    one = run(load_config(None, [*SMALL_RUN, f"output={tmp_path / 'one'}", "optim.momentum=0.9"]))
+    r = cli("train", "--from", str(one.path), "--output", str(tmp_path / "again"))
+    assert r.exit_code == 0, r.output
+    assert snapshot(one.path) == snapshot(tmp_path / "again" / one.path.name)

@@ -75,12 +75,20 @@ def cli() -> None:
 @click.option("--data-dir", default=None, help="Dataset directory (default: $REGLAB_DATA, then ~/.cache/reglab/data).")
 @click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
-def train(args: tuple[str, ...], data_dir: str | None, output: str | None, progress: bool | None) -> None:
+@click.option(
+    "--from",
+    "from_run",
+    default=None,
+    help="Train the config of this run directory again (e.g. into another --output, to reproduce it).",
+)
+def train(
+    args: tuple[str, ...], data_dir: str | None, output: str | None, progress: bool | None, from_run: str | None
+) -> None:
     """Train one run: reglab train [CONFIG.yaml] [key=value ...]
 
     Nested keys use dots (optim.lr=0.1, model.widths=[784,128,10], regularizers.0.lam=1e-3).
     """
-    from .config import load_config
+    from .config import load_config, merge, parse_overrides, validate
     from .train import run
 
     path, overrides = _split_args(args)
@@ -88,7 +96,12 @@ def train(args: tuple[str, ...], data_dir: str | None, output: str | None, progr
         overrides.append(f"output={output}")
     if data_dir is not None:
         overrides.append(f"data.dir={data_dir}")
-    cfg = load_config(path, overrides)
+    if from_run is not None:
+        if path is not None:
+            raise UserError(f"--from {from_run}: give a run directory or a CONFIG.yaml, not both")
+        cfg = validate(merge(_run_config(Path(from_run)), parse_overrides(overrides)))
+    else:
+        cfg = load_config(path, overrides)
     if progress is None:
         progress = sys.stderr.isatty() and cfg.train.progress
     res = run(cfg, progress=progress)
@@ -101,6 +114,21 @@ def train(args: tuple[str, ...], data_dir: str | None, output: str | None, progr
     click.echo(f"{res.status}: {res.path}  {shown}")
     if res.status == "diverged":
         click.echo(f"the run diverged (NaN or inf loss) at step {res.summary.get('diverged_step')}", err=True)
+
+
+def _run_config(run_dir: Path) -> dict:
+    """The config a run directory was trained with (refused when the directory is damaged)."""
+    from .results import damage
+    from .store import RunDir
+
+    rd = RunDir(run_dir)
+    if not rd.config_path.is_file():
+        raise UserError(f"--from {run_dir}: not a run directory (it has no config.json)")
+    why = damage(rd)
+    if why is not None:
+        raise UserError(f"--from {run_dir}: damaged run directory: {why}")
+    config: dict = rd.read_config()["config"]
+    return config
 
 
 def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
@@ -139,6 +167,11 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
 @click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
 @click.option("--dry-run", is_flag=True, help="Expand and validate the grid, print it, run nothing.")
 @click.option(
+    "--rerun-stale",
+    is_flag=True,
+    help="Train again the finished runs an older reglab computed (the old ones move to <root>/stale/).",
+)
+@click.option(
     "--vectorize",
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
@@ -148,7 +181,7 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
         "without convolutions; the plan is printed)."
     ),
 )
-def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run, vectorize) -> None:
+def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run, rerun_stale, vectorize) -> None:
     """Run a grid: reglab sweep CONFIG.yaml [key=a,b,c ...]
 
     Any value given as a list in the YAML, or as key=a,b,c here, is an axis; the sweep runs the
@@ -196,7 +229,16 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     jobs = jobs or default_jobs()
     executor = executor or ("process" if jobs > 1 and len(runs) > 1 else "inline")
     res = run_sweep(
-        sweep_name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, slurm=slurm, vectorize=vectorize
+        sweep_name,
+        root,
+        spec,
+        runs,
+        executor=executor,
+        jobs=jobs,
+        data_dir=data_dir,
+        slurm=slurm,
+        vectorize=vectorize,
+        rerun_stale=rerun_stale,
     )
     for o in res.failed:
         click.echo(f"failed: {o.hash}: {o.error}", err=True)
@@ -351,7 +393,7 @@ def runs(root: str, sweep_name: str | None, export: str | None, all_columns: boo
     import warnings
 
     from .report_table import print_runs_table
-    from .results import load_runs
+    from .results import load_runs, provenance_notes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # damaged runs are listed below, once, in plain words
@@ -365,6 +407,8 @@ def runs(root: str, sweep_name: str | None, export: str | None, all_columns: boo
         print_runs_table(df, all_columns=all_columns)
     for d in df.attrs.get("damaged", []):
         click.echo(f"damaged run {d['path']}: {d['why']}; left out", err=True)
+    for note in provenance_notes(df):
+        click.echo(f"note: {note}", err=True)
 
 
 def _export(df, path: str) -> None:

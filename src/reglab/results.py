@@ -5,7 +5,9 @@ running, failed), ``name``, every config value as a dotted column (``optim.lr``,
 ``regularizers.0.lam``, ...), and the final metrics (``train_loss``, ``test_acc``, ..., as
 measured at the end of the run, after restoring the best weights when early stopping asked
 for it), plus ``steps``, ``epochs``, ``wall_time``, ``best_step``, ``num_params``.
-`load_evals(root)` and `load_steps(root)` stack the per-evaluation and per-step logs of every
+Finished runs also have ``compute_version`` and ``stale`` (computed by an older reglab, see
+reglab.provenance) and ``trained_on`` (one-by-one, vectorized, or mixed when resumed on the
+other path). `load_evals(root)` and `load_steps(root)` stack the per-evaluation and per-step logs of every
 run, with a ``run`` column.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import provenance
 from .store import RunDir, run_dirs
 
 
@@ -58,6 +61,9 @@ def run_row(rd: RunDir) -> dict:
     if s:
         for k in ("steps", "epochs", "wall_time", "best_step", "num_params", "stopped_early", "diverged_step"):
             row[k] = s.get(k)
+        row["compute_version"] = provenance.compute_version(s)
+        row["stale"] = provenance.is_stale(s)
+        row["trained_on"] = provenance.trained_on(s)
         for k, v in (s.get("final") or {}).items():
             if k not in ("step", "epoch"):
                 row[k] = v
@@ -181,3 +187,32 @@ def varying_columns(df: pd.DataFrame) -> list[str]:
         if vals.nunique(dropna=False) > 1:
             out.append(c)
     return out
+
+
+def provenance_notes(df: pd.DataFrame) -> list[str]:
+    """Plain-language warnings about how the runs of a table were computed: runs computed by an
+    older reglab (stale), and settings whose seeds were trained on different paths (vectorized
+    groups and one-by-one training agree only up to float reduction order; see README)."""
+    notes: list[str] = []
+    if df.empty:
+        return notes
+    if "stale" in df.columns:
+        stale = df[df["stale"].fillna(False).astype(bool)]
+        if len(stale):
+            versions = sorted({int(v) for v in stale["compute_version"]})
+            notes.append(
+                f"{len(stale)} run(s) were computed by an older reglab (compute version "
+                f"{', '.join(map(str, versions))} < {provenance.COMPUTE_VERSION}): {', '.join(stale['run'])}; "
+                "`reglab sweep ... --rerun-stale` recomputes them"
+            )
+    if "trained_on" in df.columns:
+        known = df.attrs.get("config_columns") or [c for c in df.columns if "." in c]
+        keys = [c for c in known if c in df.columns and c not in ("seed", "name")]
+        for _, group in df.groupby(df[keys].map(str).agg("|".join, axis=1) if keys else [0] * len(df)):
+            paths = set(group["trained_on"].dropna()) - {"unknown"}
+            if len(paths) > 1 or "mixed" in paths:
+                notes.append(
+                    f"the seeds of one setting were trained on different paths ({', '.join(sorted(paths))}): "
+                    f"{', '.join(group['run'])}; they agree only up to float reduction order"
+                )
+    return notes

@@ -28,6 +28,7 @@ from .config import RunConfig, canonical_dict, config_hash
 from .errors import ConfigError
 from .evaluation import LossFn, correct, evaluate, make_loss_fn
 from .optim import build_lr_schedule, build_optimizer
+from .provenance import ONE_BY_ONE, compute_version, segment
 from .regularizers import Regularizer, StepContext, build_regularizer
 from .runtime import keep_freed_memory, resolve_device, seed_everything
 from .schedules import LambdaSchedule, build_schedule
@@ -221,6 +222,13 @@ class Trainer:
         self._pending: list[tuple[int, int, float, tuple[float, ...], torch.Tensor]] = []
         self._t0: float | None = None
         self._last_eval: dict = {}
+        self.trained_by: list[dict] = []
+        """One provenance segment per start of training (see reglab.provenance)."""
+
+    def begin_segment(self, path: str, group_size: int = 1) -> None:
+        """Record that training (re)starts here, on this path, device, dtype and torch."""
+        dtype = next(self.s.model.parameters()).dtype
+        self.trained_by.append(segment(path, self.s.device, dtype, self.step, group_size))
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
@@ -228,6 +236,7 @@ class Trainer:
         resumed = self._maybe_resume()
         if not resumed and cfg.train.eval_at_start:
             self._evaluate()
+        self.begin_segment(ONE_BY_ONE)
         start_step = self.step
         t0 = self._t0 = time.perf_counter()
         bar = _Progress(s.total_steps, self.step, enabled=self.progress, label=cfg.name)
@@ -445,6 +454,8 @@ class Trainer:
             "num_params": sum(p.numel() for p in s.model.parameters()),
             "data": s.data.meta,
             "final": final,
+            "trained_by": self.trained_by,
+            "compute_version": compute_version({"trained_by": self.trained_by}),
         }
         return summary
 
@@ -515,6 +526,7 @@ class Trainer:
             "last_eval": self._last_eval,
             "stopped_early": self.stopped_early,
             "diverged_at": self.diverged_at,
+            "trained_by": self.trained_by,
         }
         self.rd.save_checkpoint("last", state)
 
@@ -549,6 +561,7 @@ class Trainer:
         self._last_eval = ck["last_eval"]
         self.stopped_early = ck.get("stopped_early", False)  # absent in checkpoints of reglab <= 0.1.0
         self.diverged_at = ck.get("diverged_at")
+        self.trained_by = list(ck.get("trained_by", []))
         self.rd.truncate_logs(self.step)
         return True
 

@@ -24,6 +24,7 @@ import pandas as pd
 from .. import __version__
 from ..aggregate import aggregate_seeds
 from ..report_table import format_mean_ci
+from ..results import provenance_notes
 from . import figures as F
 from . import html as H
 from .data import ReportData, fmt_value, is_missing, load_report_data
@@ -47,6 +48,8 @@ def _overview(d: ReportData) -> str:
         f"{len(d.settings)} setting{'s' * (len(d.settings) != 1)} (runs that differ only in their seed), "
         f"{rng} run{'s' * (max(per) != 1)} per setting; seeds: {H.e(', '.join(map(str, seeds)) or '–')}.</p>"
     ]
+    for note in provenance_notes(d.runs):
+        parts.append(f'<p class="flag">{H.e(note[0].upper() + note[1:])}.</p>')
     if d.damaged:
         items = "".join(f"<li><code>{H.e(x['path'])}</code>: {H.e(x['why'])}</li>" for x in d.damaged)
         parts.append(

@@ -9,10 +9,12 @@ that has a DONE marker and resumes the others from their last checkpoint.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import provenance
 from ..store import RunDir, RunLock, atomic_write_json
 from .executors import Executor, Outcome, execute_run, make_executor
 from .grid import PlannedRun
@@ -95,22 +97,19 @@ def run_sweep(
     slurm: dict | None = None,
     live: bool = True,
     vectorize: str = "off",
+    rerun_stale: bool = False,
 ) -> SweepResult:
     """Run every planned run not yet DONE. `vectorize`: "off" trains runs one by one; "auto"
     trains groups of small compatible runs (same model, data and batch size; differing in seed,
     lr or lambda) together with torch.func.vmap and says which runs fall back and why; "on" also
     groups what auto leaves out only because it would not pay (large models, convolutions on a
     CPU). Groups train in this process; the other runs go to
-    the executor."""
+    the executor. Finished runs computed by an older reglab (see reglab.provenance) are reused
+    with a note, or with `rerun_stale` moved to <root>/stale/ and trained again."""
     root = Path(root)
     write_manifest(root, name, spec, runs)
     result = SweepResult(name, root)
-    todo = []
-    for r in runs:
-        if RunDir(root / r.hash).done:
-            result.outcomes[r.hash] = Outcome(r.hash, "skipped")
-        else:
-            todo.append(r)
+    todo = _to_train(runs, root, result, rerun_stale)
     groups: list[list[PlannedRun]] = []
     if vectorize != "off" and todo:
         from ..vectorized import describe_plan, plan_groups
@@ -156,6 +155,44 @@ def run_sweep(
         display.finished(out)
     display.stop()
     return result
+
+
+def _to_train(runs: list[PlannedRun], root: Path, result: SweepResult, rerun_stale: bool) -> list[PlannedRun]:
+    """The runs to train: all but the finished ones (recorded as skipped), and with rerun_stale
+    also the finished runs an older reglab computed (set aside first); says what it did with those."""
+    todo, stale = [], 0
+    for r in runs:
+        rd = RunDir(root / r.hash)
+        if rd.done and provenance.is_stale(rd.read_summary()):
+            stale += 1
+            if rerun_stale:
+                _set_aside(rd)
+                todo.append(r)
+                continue
+        if rd.done:
+            result.outcomes[r.hash] = Outcome(r.hash, "skipped")
+        else:
+            todo.append(r)
+    if stale:
+        what = "set aside under stale/ and trained again" if rerun_stale else "reused; --rerun-stale recomputes them"
+        print(
+            f"{stale} finished run(s) were computed by an older reglab (compute version < "
+            f"{provenance.COMPUTE_VERSION}): {what}",
+            flush=True,
+        )
+    return todo
+
+
+def _set_aside(rd: RunDir) -> None:
+    """Move a stale run directory to <root>/stale/<hash>-v<compute version>/ (kept, not listed)."""
+    with RunLock(rd.path) as lock:
+        lock.acquire(blocking=True)
+        version = provenance.compute_version(rd.read_summary())
+        target = rd.path.parent / "stale" / f"{rd.path.name}-v{version}"
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        rd.path.rename(target)
 
 
 def _train_groups(

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from ..evaluation import correct
+from ..provenance import VECTORIZED
 from ..regularizers import Regularizer, StepContext
 from ..store import RunDir, RunLock, sync_to_disk
 from ..train import FLUSH_EVERY, Setup, Trainer, config_record, prepare
@@ -175,6 +176,7 @@ class GroupTrainer:
         t0 = time.perf_counter()
         for tr in self.trainers:
             tr._t0 = t0
+            tr.begin_segment(VECTORIZED, self.M)
         self._check_diverged(t0)  # a run resumed from the state it diverged in only finishes
         x_all, y_all = s0.data.x_train, s0.data.y_train
         n, bs = x_all.shape[0], cfg.train.batch_size
