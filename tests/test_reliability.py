@@ -420,3 +420,18 @@ def test_any_run_of_a_sweep_can_be_reproduced_exactly(tmp_path):
     r = cli("train", "--from", str(one.path), "--output", str(tmp_path / "again"))
     assert r.exit_code == 0, r.output
     assert snapshot(one.path) == snapshot(tmp_path / "again" / one.path.name)
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("model.widths=[64,1000000000,10]", ("model", "parameters", "GiB")),
+        ("data.synthetic.n_train=100000000000", ("data.synthetic.n_train", "GiB")),
+    ],
+)
+def test_sizes_that_cannot_fit_are_refused_before_allocation(tmp_path, override, needles):
+    out = tmp_path / "out"
+    dataset = "data.dataset=synthetic" if "synthetic" in override else "data.dataset=digits"
+    r = cli("train", dataset, override, "--output", str(out))
+    one_line_error(r, *needles)
+    assert files_under(out) == []

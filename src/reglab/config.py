@@ -55,6 +55,19 @@ class SyntheticConfig(_Strict):
     teacher_width: int = Field(32, ge=1)
     seed: int = 0
 
+    MAX_VALUES: ClassVar[int] = 2**31
+    """At most this many input values (8 GiB of float32), checked before they are generated."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SyntheticConfig:
+        values = (self.n_train + self.n_test) * self.dim
+        if values > self.MAX_VALUES:
+            raise ValueError(
+                f"data.synthetic.n_train: (n_train + n_test) x dim = {values:,} input values, about "
+                f"{values * 4 / 2**30:,.1f} GiB; at most {self.MAX_VALUES:,} ({self.MAX_VALUES * 4 // 2**30} GiB)"
+            )
+        return self
+
 
 class DataConfig(_Strict):
     dataset: str = "digits"

@@ -80,6 +80,7 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     """Build everything a run needs, in memory. User errors surface here, before any file."""
     from .data import build_task, data_dir_for
     from .models import build_model
+    from .models.registry import check_model_size
 
     keep_freed_memory()
     device = resolve_device(cfg.device)
@@ -87,6 +88,7 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     data = build_task(
         cfg.data, run_seed=cfg.seed, device=device, data_dir=data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir)
     )
+    check_model_size(cfg.model, data.input_shape, data.num_outputs, device)
     seed_everything(cfg.seed)  # the model's init does not depend on how much data loading drew
     model = build_model(cfg.model, data.input_shape, data.num_outputs).to(device)
     optimizer = build_optimizer(cfg.optim, model)

@@ -7,8 +7,10 @@ studies used: construct -> init scheme -> init_scale -> init_norm -> PaperWN.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from ..config import ModelConfig
@@ -37,6 +39,34 @@ for _stack in (
     vgg.vgg19,
 ):
     MODELS.add(_stack.name, _stack)
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of the device a run trains on (None when it cannot be told)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_size(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, device: torch.device) -> None:
+    """Refuse a model whose training state cannot fit the device, before allocating it: the model
+    is built on the meta device (shapes only) and its parameters counted. Training holds about four
+    copies of the parameters (weights, gradients, two optimizer moments)."""
+    builder = MODELS.get(cfg.name, "model.name")
+    with torch.device("meta"):
+        probe = builder(cfg, tuple(input_shape), num_outputs)
+    n = sum(p.numel() for p in probe.parameters())
+    need = 4 * n * 4
+    have = device_memory_bytes(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            "model",
+            f"{cfg.name} with these widths has {n:,} parameters: training needs about {need / 2**30:,.1f} GiB "
+            f"(weights, gradients and optimizer state) and the {device.type} device has {have / 2**30:,.1f} GiB",
+        )
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
