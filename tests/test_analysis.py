@@ -450,7 +450,14 @@ def test_analyze_final_respects_switches(tmp_path):
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["ranks.csv", "singular_values.npz", "sparsity.json"]
     assert json.loads((tmp_path / "a" / "sparsity.json").read_text())["has_unit_groups"] is False
-    assert set(scalars) == {"rank_rel.fc", "effective_rank.fc", "nuclear_norm_sum", "frobenius_sq_sum"}
+    assert set(scalars) == {
+        "rank_rel.fc",
+        "effective_rank.fc",
+        "spectral_norm.fc",
+        "nuclear_norm_sum",
+        "frobenius_sq_sum",
+    }
     w = model.fc.weight.detach().double()
     assert scalars["nuclear_norm_sum"] == pytest.approx(float(torch.linalg.svdvals(w).sum()), rel=1e-5)
     assert scalars["frobenius_sq_sum"] == pytest.approx(float((w**2).sum()), rel=1e-5)
+    assert scalars["spectral_norm.fc"] == pytest.approx(float(torch.linalg.svdvals(w).max()), rel=1e-5)

@@ -8,22 +8,27 @@ top-level block, `reproduce:`, that says how to read the results:
       setting: "{regularizers.0.name} lam={regularizers.0.lam|0}"  # label of a setting ({key|default});
                                                                     # runs sharing a label are its seeds
       metrics: [test_acc, ...]          # columns of the summary table (mean ± 95% CI over seeds)
-      claim:
-        text: the study's headline claim in one line
-        metric: test_acc
-        expect: greater | less          # a's value is expected greater (less) than b's
-        a: [label, ...]                 # the best of these settings (max for greater, min for less)
-        b: [label, ...]                 # against the best of these
+      claims:                           # the study's claims, each judged on runs paired by seed
+        - id: short-name
+          text: the claim as the study states it
+          kind: outcome | mechanism
+          metric: test_acc
+          expect: greater | less | equivalent   # a against b (equivalent: within +-margin)
+          a: [label, ...]               # the best of these settings (by select_by) stands for a
+          b: [label, ...]
+          select_by: val_acc            # optional; picks the best of a list (never the test metric)
+          study_a: 0.973                # optional: the study's own numbers (study units; scale
+          study_b: 0.969                #   converts ours to them), and min_steps: the regime
+                                        #   the claim is about
 
-A claim is marked "reproduced" when the numbers go in the expected direction, and the line says
-whether the two 95% confidence intervals are disjoint (a difference beyond seed noise) or not.
+Verdicts (reproduced, contradicted, inconclusive, not testable at this budget) are defined in
+reglab.verdicts. A single `claim:` mapping (the older form) is read as a list of one.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +37,7 @@ from .aggregate import aggregate_seeds
 from .config import load_yaml
 from .errors import ConfigError
 from .report_table import format_mean_ci
+from .verdicts import Verdict, judge_all, parse_claims
 
 PRESET_DIR = Path(__file__).parent / "presets"
 STUDIES = ("multiplicative", "energy", "autol2", "pathprox")
@@ -49,8 +55,9 @@ def preset_path(study: str, scale: str) -> Path:
 def load_preset(path: Path) -> tuple[dict, dict]:
     spec = load_yaml(path)
     meta = spec.pop("reproduce", None)
-    if not isinstance(meta, dict) or "setting" not in meta or "claim" not in meta:
-        raise ConfigError("reproduce", f"{path} needs a reproduce: block with setting, metrics and claim")
+    if not isinstance(meta, dict) or "setting" not in meta or not ("claims" in meta or "claim" in meta):
+        raise ConfigError("reproduce", f"{path} needs a reproduce: block with setting, metrics and claims")
+    parse_claims(meta)  # a malformed claim stops here, before any run
     return spec, meta
 
 
@@ -85,103 +92,53 @@ def label_runs(df: pd.DataFrame, template: str) -> pd.DataFrame:
     return df
 
 
-@dataclass
-class ClaimResult:
-    text: str
-    metric: str
-    expect: str
-    a: str
-    b: str
-    a_mean: float
-    b_mean: float
-    a_ci: float
-    b_ci: float
-    reproduced: bool | None
-    separated: bool | None
-    paired: bool = False
-    diff_mean: float = math.nan
-    diff_ci: float = math.nan
-    n_pairs: int = 0
+def verdict_line(v: Verdict) -> str:
+    """One claim's verdict in one line: the claim, our numbers, the study's, the test."""
+    c = v.claim
+    pct = c.metric.endswith("acc")
 
-    def line(self) -> str:
-        sign = ">" if self.expect == "greater" else "<"
-        nums = (
-            f"{self.a} {format_mean_ci(self.a_mean, self.a_ci, digits=4)} vs "
-            f"{self.b} {format_mean_ci(self.b_mean, self.b_ci, digits=4)}"
+    def num(x: float | None) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "-"
+        if pct:
+            return f"{100 * x:.2f} %"
+        return f"{x:.4g}"
+
+    head = f"[{c.id}, {c.kind}] {c.text}"
+    if not v.a:
+        return f"{head}: {v.verdict.upper()} ({'; '.join(v.notes)})"
+    parts = [f"{c.metric}: {v.a} {num(v.a_mean)} vs {v.b} {num(v.b_mean)}"]
+    if c.study_a is not None or c.study_b is not None:
+        study = f"study: {num(c.study_a)} vs {num(c.study_b)}"
+        if c.scale != 1.0:
+            study += f" in its units (ours x{c.scale:g}: {num(c.scale * v.a_mean)} vs {num(c.scale * v.b_mean)})"
+        parts.append(study + (f" ({c.study_note})" if c.study_note else ""))
+    if v.n >= 2:
+        scale = 100.0 if pct else 1.0
+        unit = " points" if pct else ""
+        test = (
+            f"paired by seed (n={v.n}): a - b = {scale * v.diff_mean:+.4g}{unit}, 95 % CI "
+            f"[{scale * v.diff_lo:+.4g}, {scale * v.diff_hi:+.4g}], p = {v.p_value:.3g}"
         )
-        if self.paired:
-            nums += (
-                f"; paired by seed (n={self.n_pairs}): a - b = {format_mean_ci(self.diff_mean, self.diff_ci, digits=4)}"
-            )
-        if self.reproduced is None:
-            verdict = "NOT DETERMINED (a setting has no finished runs)"
-        elif self.reproduced:
-            noise = "the paired difference's 95% CI includes 0" if self.paired else "the 95% CIs overlap"
-            verdict = "REPRODUCED" + ("" if self.separated else f" (but {noise}: within seed noise)")
-        else:
-            verdict = "NOT REPRODUCED"
-        return f"claim: {self.text} [expected {self.metric}: a {sign} b] -> {verdict}: {nums}"
-
-
-def check_claim(agg: pd.DataFrame, claim: dict, runs: pd.DataFrame | None = None) -> ClaimResult:
-    """Compare the best of `a` with the best of `b` on the claim's metric.
-
-    When `runs` (labelled per-run rows) share seeds between the two settings, the comparison is
-    paired: the verdict's noise check uses the 95% CI of the per-seed differences a - b, which
-    removes the seed-to-seed spread both settings share (initialization, data order).
-    """
-    metric, expect = claim["metric"], claim.get("expect", "greater")
-    if expect not in ("greater", "less"):
-        raise ConfigError("reproduce.claim.expect", f"unknown direction {expect!r}", ["greater", "less"])
-    pick = max if expect == "greater" else min
-
-    def best(labels):
-        labels = [labels] if isinstance(labels, str) else list(labels)
-        rows = agg[agg["setting"].isin(labels)]
-        rows = rows[rows[f"{metric}_mean"].notna()] if f"{metric}_mean" in rows else rows.iloc[0:0]
-        if rows.empty:
-            return ", ".join(labels), math.nan, math.nan
-        r = rows.loc[pick(rows.index, key=lambda i: rows.loc[i, f"{metric}_mean"])]
-        return r["setting"], float(r[f"{metric}_mean"]), float(r[f"{metric}_ci95"])
-
-    a, am, ac = best(claim["a"])
-    b, bm, bc = best(claim["b"])
-    res = ClaimResult(claim["text"], metric, expect, a, b, am, bm, ac, bc, None, None)
-    if math.isnan(am) or math.isnan(bm):
-        return res
-    res.reproduced = am > bm if expect == "greater" else am < bm
-    diffs = _paired_differences(runs, metric, a, b) if runs is not None else None
-    if diffs is not None and len(diffs) >= 2:
-        from .aggregate import sample_std, t975
-
-        res.paired, res.n_pairs = True, len(diffs)
-        res.diff_mean = float(diffs.mean())
-        res.diff_ci = t975(len(diffs) - 1) * sample_std(diffs) / math.sqrt(len(diffs))
-        lo, hi = res.diff_mean - res.diff_ci, res.diff_mean + res.diff_ci
-        res.separated = lo > 0 if expect == "greater" else hi < 0
-    elif math.isnan(ac) or math.isnan(bc):
-        res.separated = False
-    else:
-        res.separated = (am - ac > bm + bc) if expect == "greater" else (am + ac < bm - bc)
-    return res
-
-
-def _paired_differences(runs: pd.DataFrame, metric: str, a: str, b: str):
-    if metric not in runs.columns or "seed" not in runs.columns:
-        return None
-    ra = runs[runs["setting"] == a].set_index("seed")[metric]
-    rb = runs[runs["setting"] == b].set_index("seed")[metric]
-    if ra.index.has_duplicates or rb.index.has_duplicates:
-        return None
-    both = ra.index.intersection(rb.index)
-    d = (pd.to_numeric(ra[both], errors="coerce") - pd.to_numeric(rb[both], errors="coerce")).dropna()
-    return d if len(d) else None
+        if not math.isnan(v.p_holm):
+            test += f" (Holm {v.p_holm:.3g})"
+        parts.append(test)
+        if v.study_diff_inside is not None:
+            parts.append(f"the study's difference is {'inside' if v.study_diff_inside else 'outside'} our CI")
+        if v.verdict == "inconclusive" and v.detectable is not None:
+            extra = f"detectable with 80 % power: {scale * v.detectable:.3g}{unit}"
+            if v.seeds_needed is not None:
+                extra += f"; {v.seeds_needed} seeds would detect the study's effect"
+            parts.append(extra)
+    parts += v.notes
+    return f"{head} -> {v.verdict.upper()}: " + "; ".join(parts)
 
 
 def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(aggregated frame, display table) of the runs, one row per setting."""
     df = label_runs(df, meta["setting"])
-    metrics = list(dict.fromkeys([*meta.get("metrics", []), meta["claim"]["metric"]]))
+    claims = parse_claims(meta)
+    metrics = list(dict.fromkeys([*meta.get("metrics", []), *(c.metric for c in claims)]))
     ok = df[df["status"].isin(["done", "diverged"])]
     agg = aggregate_seeds(ok, metrics, by=["setting"])
     agg.attrs["runs"] = ok
@@ -238,14 +195,16 @@ def reproduce(
         return 1
     agg, table = summary_table(df, meta)
     print_table(table, title=f"{name}: mean ± 95% CI over seeds")
-    claim = check_claim(agg, meta["claim"], runs=agg.attrs.get("runs"))
-    print(claim.line())
+    verdicts = judge_all(parse_claims(meta), agg.attrs["runs"])
+    lines = [verdict_line(v) for v in verdicts]
+    for line in lines:
+        print("claim " + line)
     md = [
         f"# {meta.get('title', name)}",
         "",
         table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False),
         "",
-        claim.line(),
+        *(f"- {line}" for line in lines),
         "",
     ]
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.md", "\n".join(md).encode())

@@ -68,7 +68,7 @@ def analyze_final(
 
     - margin.{split}.{kind}.median for every kind, margin.{split}.{kind}.mean for raw and norm_one;
     - prod_spectral_norm, prod_frobenius_norm, spectral_complexity (with margins);
-    - rank_rel.{layer}, effective_rank.{layer} (with spectra);
+    - rank_rel.{layer}, effective_rank.{layer}, spectral_norm.{layer} (with spectra);
     - active_units_pct, active_units_pct_thresh, path_norm_total (sparsity, unit groups).
 
     `reference_weights` ({layer: initial weight}, see margins.weight_matrices) sets the reference
@@ -110,6 +110,7 @@ def analyze_final(
         for row in frame.itertuples(index=False):
             scalars[f"rank_rel.{row.layer}"] = float(row.rank_rel)
             scalars[f"effective_rank.{row.layer}"] = float(row.effective_rank)
+            scalars[f"spectral_norm.{row.layer}"] = float(row.spectral_norm)  # the largest singular value
         # Network-level sums: study 2's spectral energy is 2 x nuclear_norm_sum.
         scalars["nuclear_norm_sum"] = float(frame["nuclear_norm"].sum())
         scalars["frobenius_sq_sum"] = float((frame["frobenius_norm"] ** 2).sum())
