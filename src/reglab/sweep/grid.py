@@ -229,9 +229,12 @@ def _validate_run(d: dict, axes: dict, variant: int | None) -> RunConfig:
 
 
 def build_spec(path: str | None, overrides: list[str]) -> dict:
+    """A sweep spec from a YAML file and key=a,b overrides. A preset's `reproduce:` block says how
+    `reglab reproduce` reads the results; a plain sweep has no use for it and leaves it aside."""
     from ..config import load_yaml
 
     base = load_yaml(path) if path else {}
+    base.pop("reproduce", None)
     return merge(base, sweep_overrides(overrides))
 
 
