@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -94,6 +96,23 @@ def test_reproduce_energy_end_to_end_on_real_mnist(real_data_dir, tmp_path):
         "path_energy",
     }
     assert (agg["n"] == 3).all()
+
+    # The page: published from the stored runs, again with --no-train (nothing trains, same verdicts).
+    pages = tmp_path / "pages"
+    before = sorted(p.name for p in out.iterdir())
+    r = CliRunner().invoke(cli, [*args, "--publish", str(pages), "--no-train"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == before
+    page = (pages / "energy-quick.md").read_text()
+    assert "| **nuclear-accuracy**:" in page and "97.30 % vs 96.90 %" in page
+    assert "## How this was run" in page and "command: `" in page and "trained on: cpu float32" in page
+    for fig in ("test_acc.png", "train_loss.png"):
+        assert (pages / "energy-quick" / fig).stat().st_size > 1000
+        assert f"(energy-quick/{fig})" in page
+    index = (pages / "README.md").read_text()
+    assert "[Study 2: spectral and path-energy penalties" in index and "(energy-quick.md)" in index
+    verdicts = json.loads((pages / "energy-quick.json").read_text())["verdicts"]
+    assert len(verdicts) == 6 and all(v["verdict"] in page for v in verdicts)
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in PRESET_DIR.glob("*.yaml")))

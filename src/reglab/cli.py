@@ -268,18 +268,44 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     show_default=True,
     help="Train groups of small compatible runs together with vmap.",
 )
-def reproduce(study, overrides, scale, jobs, executor, data_dir, output, vectorize) -> None:
-    """Rerun one of the four seed studies and check its headline claim: reglab reproduce STUDY
+@click.option(
+    "--publish",
+    "publish_dir",
+    default=None,
+    help="Also write the study's page (Markdown, figures, claims and verdicts) into this folder.",
+)
+@click.option(
+    "--no-train",
+    is_flag=True,
+    help="Train nothing: judge (and publish) from the runs already under the results root.",
+)
+def reproduce(study, overrides, scale, jobs, executor, data_dir, output, vectorize, publish_dir, no_train) -> None:
+    """Rerun one of the four seed studies and judge its claims: reglab reproduce STUDY
 
     The presets are YAML files (src/reglab/presets/STUDY_SCALE.yaml) to copy and edit; extra
     key=value arguments override them (key=a,b adds an axis).
     """
+    import shlex
+
     from .reproduce import reproduce as run_reproduction
     from .sweep.executors import default_jobs
 
     jobs = jobs or default_jobs()
     executor = executor or ("process" if jobs > 1 else "inline")
-    code = run_reproduction(study, scale, Path(output), jobs, executor, data_dir, list(overrides), vectorize=vectorize)
+    command = "reglab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
+    code = run_reproduction(
+        study,
+        scale,
+        Path(output),
+        jobs,
+        executor,
+        data_dir,
+        list(overrides),
+        vectorize=vectorize,
+        publish_dir=Path(publish_dir) if publish_dir else None,
+        command=command or f"reglab reproduce {study} --scale {scale}",
+        train=not no_train,
+    )
     sys.exit(code)
 
 

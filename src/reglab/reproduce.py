@@ -167,7 +167,12 @@ def reproduce(
     overrides: list[str],
     live: bool = True,
     vectorize: str = "off",
+    publish_dir: Path | None = None,
+    command: str = "",
+    train: bool = True,
 ) -> int:
+    """Run (unless `train` is false) and judge a study's preset; with publish_dir also write its
+    page (reglab.publish). Returns the exit status: 1 when a run failed or none finished."""
     from .config import merge
     from .report_table import print_table
     from .results import load_runs
@@ -183,13 +188,18 @@ def reproduce(
     if data_dir is not None:
         spec.setdefault("data", {})["dir"] = data_dir
     runs = expand(spec)
-    preflight(runs, data_dir)
     name = f"{study}-{scale}"
     print(f"{meta.get('title', study)}: {len(runs)} runs ({path.name}) under {root}", flush=True)
-    res = run_sweep(
-        name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, live=live, vectorize=vectorize
-    )
-    df = load_runs(root, sweep=name)
+    failed = False
+    if train:
+        preflight(runs, data_dir)
+        res = run_sweep(
+            name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, live=live, vectorize=vectorize
+        )
+        failed = bool(res.failed)
+    df = load_runs(root, runs=[r.hash for r in runs])
+    if not train and len(df) < len(runs):
+        print(f"{len(runs) - len(df)} of {len(runs)} runs are not under {root}: the summary covers the others")
     if df.empty:
         print("no run finished: nothing to summarize")
         return 1
@@ -209,7 +219,12 @@ def reproduce(
     ]
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.md", "\n".join(md).encode())
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.csv", agg.to_csv(index=False).encode())
-    return 1 if res.failed else 0
+    if publish_dir is not None:
+        from .publish import publish
+
+        page = publish(Path(publish_dir), name, meta, path, command, Path(root), agg.attrs["runs"], table, verdicts)
+        print(f"wrote {page}")
+    return 1 if failed else 0
 
 
 def _has_tabulate() -> bool:
