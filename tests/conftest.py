@@ -14,6 +14,8 @@ Real-data tests have "real" in their name, take the `real_data_dir` (or
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,6 +42,21 @@ def real_data_dir() -> Path:
     if not p.is_dir():
         pytest.skip(f"real-data test: REGLAB_DATA={REAL_DATA} is not a directory")
     return p
+
+
+@pytest.fixture(scope="session")
+def real_cifar_dir(real_data_dir, tmp_path_factory) -> Path:
+    """A data directory with cifar-10-batches-py: the real one, or one made by make_cifar10.py."""
+    src = real_data_dir
+    if (src / "cifar-10-batches-py" / "batches.meta").is_file():
+        return src
+    script, archive = src / "make_cifar10.py", src / "cifar10-jpeg.tar.gz"
+    if not (script.is_file() and archive.is_file()):
+        pytest.skip(f"real-data test: no cifar-10-batches-py and no make_cifar10.py + cifar10-jpeg.tar.gz in {src}")
+    pytest.importorskip("PIL", reason="make_cifar10.py needs Pillow to decode the JPEG copy")
+    out = tmp_path_factory.mktemp("cifar")
+    subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True, timeout=600)
+    return out
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import gzip
 import io
 import os
 import pickle
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -292,21 +290,6 @@ def test_real_mnist(real_data_dir):
     assert task.x_train.shape == (1000, 1, 28, 28) and task.x_val.shape == (59000, 1, 28, 28)
     assert torch.bincount(task.y_train).tolist() == [100] * 10
     assert task.x_test.shape == (10000, 1, 28, 28)
-
-
-@pytest.fixture(scope="session")
-def real_cifar_dir(real_data_dir, tmp_path_factory) -> Path:
-    """A data directory with cifar-10-batches-py: the real one, or one made by make_cifar10.py."""
-    src = real_data_dir
-    if (src / "cifar-10-batches-py" / "batches.meta").is_file():
-        return src
-    script, archive = src / "make_cifar10.py", src / "cifar10-jpeg.tar.gz"
-    if not (script.is_file() and archive.is_file()):
-        pytest.skip(f"no cifar-10-batches-py and no make_cifar10.py + cifar10-jpeg.tar.gz in {src}")
-    pytest.importorskip("PIL", reason="make_cifar10.py needs Pillow to decode the JPEG copy")
-    out = tmp_path_factory.mktemp("cifar")
-    subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True, timeout=600)
-    return out
 
 
 @pytest.mark.data

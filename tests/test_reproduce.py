@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from reglab.aggregate import aggregate_seeds
-from reglab.config import canonical_dict
+from reglab.config import canonical_dict, merge
 from reglab.report_table import format_mean_ci
 from reglab.reproduce import PRESET_DIR, SCALES, STUDIES, load_preset, setting_label
 from reglab.results import _flatten
@@ -124,3 +124,64 @@ def test_every_preset_runs_with_reglab_sweep(preset, tmp_path):
     r = CliRunner().invoke(cli, ["sweep", str(PRESET_DIR / preset), "--dry-run", "-o", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert r.output.startswith("sweep ") and " runs under " in r.output
+
+
+# Every distinct setting of every paper preset (one seed) trains a few steps on tiny data limits,
+# with its end-of-run analysis, so none can crash hours into a GPU run.
+PAPER_SMOKE = [
+    "train.iterations=2",
+    "train.epochs=null",
+    "train.batch_size=8",
+    "train.eval_batch_size=64",
+    "data.train_limit=64",
+    "data.test_limit=32",
+    "analysis.margin_limit=32",
+]
+
+
+def _paper_settings(study: str) -> list:
+    """One config per distinct setting of a paper preset, shrunk to the smoke budget."""
+    from reglab.sweep.grid import sweep_overrides
+
+    spec, _ = load_preset(PRESET_DIR / f"{study}_paper.yaml")
+    for variant in spec.get("variants", []):  # the smoke budget replaces a variant's own budget
+        for key in ("epochs", "iterations"):
+            variant.get("train", {}).pop(key, None)
+    spec = merge(spec, sweep_overrides(PAPER_SMOKE))
+    seen, out = set(), []
+    for r in expand(spec):
+        d = canonical_dict(r.config)
+        d.pop("seed")
+        key = json.dumps(d, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        cfg = r.config
+        data = cfg.data
+        if data.per_class is not None:  # enough examples for the per-class subset (and its validation rest)
+            data = data.model_copy(update={"train_limit": 30 * data.per_class})
+        elif data.val_size is not None:
+            data = data.model_copy(update={"val_size": 16})
+        analysis = cfg.analysis
+        if analysis.landscape is not None:
+            small = analysis.landscape.model_copy(update={"resolution": 3, "examples": 16})
+            analysis = analysis.model_copy(update={"landscape": small})
+        out.append(cfg.model_copy(update={"device": "cpu", "data": data, "analysis": analysis}))
+    assert out
+    return out
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_setting_of_the_paper_presets_starts_and_finishes(study, real_data_dir, real_cifar_dir, tmp_path):
+    import os
+
+    from reglab.train import run
+
+    data_dir = f"{real_data_dir}{os.pathsep}{real_cifar_dir}"
+    settings = _paper_settings(study)
+    for cfg in settings:
+        res = run(cfg.model_copy(update={"output": str(tmp_path)}), data_dir=data_dir, progress=False)
+        assert res.status in ("done", "diverged"), (study, res.path)
+        assert res.summary["steps"] == 2
