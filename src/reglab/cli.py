@@ -15,6 +15,10 @@ from . import __version__
 from .errors import Interrupted, UserError
 
 
+DIVERGED_EXIT = 3
+"""Exit status of `reglab train` for a run whose loss became NaN or inf."""
+
+
 def _fail(err: UserError) -> None:
     click.echo(f"error: {err}", err=True)
     sys.exit(err.exit_code)
@@ -107,13 +111,19 @@ def train(
     res = run(cfg, progress=progress)
     if res.skipped:
         click.echo(f"already done: {res.path}")
+    if res.status == "diverged":
+        # Scripts tell it apart: 0 trained, 1 failed, 2 bad input, 3 diverged.
+        click.echo(
+            f"diverged: {res.path}: the loss became NaN or inf at step {res.summary.get('diverged_step')}; "
+            "lower the learning rate or the regularizer's lam",
+            err=True,
+        )
+        sys.exit(DIVERGED_EXIT)
     final = res.summary.get("final", {})
     shown = " ".join(
         f"{k}={final[k]:.4f}" for k in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc") if k in final
     )
     click.echo(f"{res.status}: {res.path}  {shown}")
-    if res.status == "diverged":
-        click.echo(f"the run diverged (NaN or inf loss) at step {res.summary.get('diverged_step')}", err=True)
 
 
 def _run_config(run_dir: Path) -> dict:

@@ -108,8 +108,14 @@ def damage(rd: RunDir) -> str | None:
 
 
 def _selected(root: str | Path, sweep: str | None, runs: list[str] | None) -> tuple[list[RunDir], list[dict[str, str]]]:
-    """The selected run directories whose content can be trusted, and the damaged ones (path, why)."""
-    dirs = run_dirs(Path(root))
+    """The selected run directories whose content can be trusted, and the damaged ones (path, why).
+    `root` may also be one run directory (the table then has that run only)."""
+    from .errors import UserError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"root: {root} is not a directory (a results root, or one run directory)")
+    dirs = [RunDir(root)] if (root / "config.json").is_file() else run_dirs(root)
     if sweep is not None:
         from .sweep.runner import sweep_hashes
 

@@ -159,7 +159,7 @@ def landscape_for_model(
         "points_resumed": grid.resumed,
         "first_layer_reused": grid.first_layer_reused,
         "log_offset": LOG_OFFSET,
-        "center_loss": float(_center(grid.loss)),
+        "center_loss": _center(grid),
         "min_loss": float(np.nanmin(grid.loss)),
         "non_finite_points": int((~np.isfinite(grid.loss)).sum()),
         **(meta or {}),
@@ -202,9 +202,17 @@ def landscape_for_model(
     return LandscapeResult(out_dir, grid, dirs, info, files)
 
 
-def _center(loss: np.ndarray) -> float:
-    idx = tuple(s // 2 for s in loss.shape)
-    return loss[idx]
+def _center(grid) -> float | None:
+    """The loss at the trained weights (alpha = beta = 0), or None when that is not a grid point
+    (an even resolution over a symmetric range steps over it)."""
+    axes = [grid.alphas] if grid.betas is None else [grid.betas, grid.alphas]
+    idx = []
+    for axis in axes:
+        hits = np.flatnonzero(np.isclose(axis, 0.0, rtol=0.0, atol=1e-12))
+        if hits.size == 0:
+            return None
+        idx.append(int(hits[0]))
+    return float(grid.loss[tuple(idx)])
 
 
 def _snap_step(p: Path) -> int:
@@ -259,6 +267,12 @@ def landscape_for_run(
     if not rd.exists():
         raise UserError(f"{run_dir} is not a run directory (no config.json)")
     record = rd.read_config()
+    summary = rd.read_summary() or {}
+    if summary.get("status") == "diverged":
+        raise UserError(
+            f"run {rd.path.name} diverged (non-finite loss at step {summary.get('diverged_step')}): "
+            "there is no landscape around non-finite weights"
+        )
     run_cfg = validate(record["config"])
     setup = prepare(run_cfg, data_dir)
     ck = rd.load_checkpoint("final", map_location=setup.device)

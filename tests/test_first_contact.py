@@ -1,0 +1,69 @@
+"""What a researcher meets first: exit statuses a script can tell apart, tables that refuse what
+cannot mean anything, landscapes that read the trained weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from helpers import SMALL, _Fault
+from reglab.cli import DIVERGED_EXIT, cli
+from reglab.config import load_config
+from reglab.errors import UserError
+from reglab.landscape.grid import GridResult
+from reglab.landscape.run_landscape import _center
+from reglab.results import load_evals, load_runs
+from reglab.train import run
+
+
+def test_a_diverged_run_says_so_and_exits_3(tmp_path):
+    _Fault.nan_at = 3
+    try:
+        r = CliRunner().invoke(
+            cli, ["train", *SMALL, "regularizers=[{name: _test_fault, lam: 1.0}]", "--output", str(tmp_path)]
+        )
+    finally:
+        _Fault.nan_at = None
+    assert r.exit_code == DIVERGED_EXIT == 3
+    assert "diverged" in r.output and "at step 3" in r.output
+    assert "train_loss=" not in r.output  # no giant non-finite numbers printed as results
+
+
+def test_tables_refuse_a_missing_root_and_read_one_run_directory(tmp_path):
+    with pytest.raises(UserError, match="root"):
+        load_runs(tmp_path / "nonexistent")
+    res = run(load_config(None, [*SMALL, f"output={tmp_path}"]))
+    assert list(load_runs(res.path)["run"]) == [res.path.name]
+    ev = load_evals(res.path)
+    assert len(ev) > 0 and set(ev["run"]) == {res.path.name}
+    r = CliRunner().invoke(cli, ["runs", "--root", str(tmp_path / "nonexistent")])
+    assert r.exit_code == 2 and "nonexistent" in r.output
+
+
+def _grid(alphas, betas=None):
+    shape = (len(alphas),) if betas is None else (len(betas), len(alphas))
+    loss = np.arange(np.prod(shape), dtype=float).reshape(shape)
+    return GridResult(
+        np.asarray(alphas), None if betas is None else np.asarray(betas), loss, loss, 0, 0, "", 0.0, 1, False
+    )
+
+
+def test_the_landscape_center_is_the_trained_weights_or_nothing():
+    odd = np.linspace(-1, 1, 5)
+    assert _center(_grid(odd)) == 2.0
+    assert _center(_grid(odd, np.linspace(-1, 1, 3))) == 1 * 5 + 2
+    even = np.linspace(-1, 1, 4)  # steps over 0: no grid point is the trained weights
+    assert _center(_grid(even)) is None
+    assert _center(_grid(np.linspace(0, 2, 4))) == 0.0  # an asymmetric range that starts at 0
+
+
+def test_no_landscape_around_a_diverged_run(tmp_path):
+    _Fault.nan_at = 3
+    try:
+        res = run(load_config(None, [*SMALL, f"output={tmp_path}", "regularizers=[{name: _test_fault, lam: 1.0}]"]))
+    finally:
+        _Fault.nan_at = None
+    assert res.status == "diverged"
+    r = CliRunner().invoke(cli, ["landscape", str(res.path), "resolution=3"])
+    assert r.exit_code == 2 and "diverged" in r.output and not (res.path / "analysis" / "landscape").exists()
