@@ -14,7 +14,6 @@ import click
 from . import __version__
 from .errors import Interrupted, UserError
 
-
 DIVERGED_EXIT = 3
 """Exit status of `reglab train` for a run whose loss became NaN or inf."""
 
