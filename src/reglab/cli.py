@@ -301,7 +301,20 @@ def reproduce(study, overrides, scale, jobs, executor, data_dir, output, vectori
 
     jobs = jobs or default_jobs()
     executor = executor or ("process" if jobs > 1 else "inline")
-    command = "reglab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
+    # The page shows the command that trains the runs: as invoked, without the publishing options.
+    argv = sys.argv[1:] if sys.argv[1:2] == ["reproduce"] else []
+    shown = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--no-train" or a.startswith("--publish="):
+            continue
+        elif a == "--publish":
+            skip = True
+        else:
+            shown.append(a)
+    command = "reglab " + " ".join(shlex.quote(a) for a in shown) if shown else ""
     code = run_reproduction(
         study,
         scale,

@@ -149,6 +149,8 @@ def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path) -> b
     if not frames:
         return False
     df = pd.concat(frames)
+    if metric.endswith("acc"):
+        df = df[df["epoch"] > 0]  # the untrained network's chance level would squash the curves
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for setting, g in df.groupby("setting", sort=True):
         s = g.groupby("epoch")[metric].agg(["mean", "min", "max"])
@@ -223,7 +225,10 @@ def publish(
     figures = []
     for metric in ("test_acc", "train_loss"):
         if _curves_figure(root, runs, metric, fig_dir / f"{metric}.png"):
-            figures.append((f"{metric.replace('_', ' ')} per epoch (mean; band: min–max over seeds)", f"{metric}.png"))
+            start = ", from epoch 1" if metric.endswith("acc") else ", log scale"
+            figures.append(
+                (f"{metric.replace('_', ' ')} per epoch (mean; band: min–max over seeds{start})", f"{metric}.png")
+            )
     if _spectral_energy_figure(root, runs, fig_dir / "spectral_energy.png"):
         figures.append(("spectral energy during training (mean; band: min–max over seeds)", "spectral_energy.png"))
     wall = pd.to_numeric(runs.get("wall_time"), errors="coerce").sum() if "wall_time" in runs else math.nan
