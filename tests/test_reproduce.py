@@ -164,7 +164,7 @@ def _paper_settings(study: str) -> list:
             data = data.model_copy(update={"val_size": 16})
         analysis = cfg.analysis
         if analysis.landscape is not None:
-            small = analysis.landscape.model_copy(update={"resolution": 3, "examples": 16})
+            small = analysis.landscape.model_copy(update={"resolution": 3, "examples": 8})
             analysis = analysis.model_copy(update={"landscape": small})
         out.append(cfg.model_copy(update={"device": "cpu", "data": data, "analysis": analysis}))
     assert out
