@@ -76,10 +76,15 @@ def _fmt_value(v) -> str:
 
 def setting_label(row: dict, template: str) -> str:
     """Fill `{dotted.key}` (or `{dotted.key|default}`) fields of the template from a results row;
-    an absent value prints as the default, or "none"."""
+    an absent value prints as the default, or "none". `{dotted.key?text}` prints text when the
+    value is true and nothing otherwise (a flag that names a variant)."""
 
     def fill(m: re.Match) -> str:
-        key, sep, default = m.group(1).partition("|")
+        field = m.group(1)
+        if "?" in field:
+            key, _, text = field.partition("?")
+            return text if row.get(key.strip()) is True else ""
+        key, sep, default = field.partition("|")
         text = _fmt_value(row.get(key.strip()))
         return default if (text == "none" and sep) else text
 
