@@ -185,3 +185,23 @@ def test_every_setting_of_the_paper_presets_starts_and_finishes(study, real_data
         res = run(cfg.model_copy(update={"output": str(tmp_path)}), data_dir=data_dir, progress=False)
         assert res.status in ("done", "diverged"), (study, res.path)
         assert res.summary["steps"] == 2
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_pathprox_presets_run_the_studys_algorithm_with_the_improvement_beside(scale):
+    """Study 4's code normalizes every unit at every step without compensation (seed-studies.md
+    §4): the presets' study settings do exactly that; reglab's normalize-at-start is one named
+    setting beside them, with plain SGD as in the study's configs."""
+    spec, meta = load_preset(PRESET_DIR / f"pathprox_{scale}.yaml")
+    for r in expand(spec):
+        reg = r.config.regularizers[0]
+        label = setting_label(_flatten(canonical_dict(r.config)), meta["setting"])
+        assert r.config.optim.name == "sgd" and r.config.optim.momentum == 0.0
+        extra = reg.model_extra or {}
+        assert extra.get("compensate", False) is False  # the study never compensates
+        if label.endswith("normalized-at-start"):
+            assert extra["normalize_at_start"] is True and extra["algorithm"] == "prox"
+        else:
+            assert extra["normalize_at_start"] is False, label
+    ids = [c.id for c in parse_claims(meta)]
+    assert ids[:2] == ["subset-sparsity", "full-mnist-objective"]
