@@ -67,3 +67,22 @@ def test_no_landscape_around_a_diverged_run(tmp_path):
     assert res.status == "diverged"
     r = CliRunner().invoke(cli, ["landscape", str(res.path), "resolution=3"])
     assert r.exit_code == 2 and "diverged" in r.output and not (res.path / "analysis" / "landscape").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "needle"),
+    [
+        ("data.binary_pair=[3,11]", "data.binary_pair", "class index 11 does not exist"),
+        ("data.binary_pair=[3,3]", "data.binary_pair", "two different"),
+        ("regularizers=[{name: l2, lam: 0.1, schedule: {name: autol2, factor: 0.5}}]", "factor", "must be"),
+        ("regularizers=[{name: pathprox, lam: 0.1, algorithm: sgd}]", "regularizers.0.algorithm", "must be"),
+        ("train.early_stopping.patience=0", "train.early_stopping.patience", "must be"),
+        ("analysis.landscape={resolution: 100000}", "analysis.landscape.resolution", "GiB"),
+    ],
+)
+def test_messages_speak_reglab_not_pydantic(tmp_path, override, field, needle):
+    r = CliRunner().invoke(cli, ["train", "data.dataset=digits", override, "--output", str(tmp_path)])
+    assert r.exit_code == 2
+    line = r.output.strip()
+    assert line.startswith(f"error: {field}") or field in line.split(":")[1], line
+    assert needle in line and "Value error" not in line and "Input should be" not in line

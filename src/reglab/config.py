@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, pydantic_message
 
 # Run and sweep names become file names under the results root (sweeps/<name>.json): a name is
 # one path component that cannot climb out of the root.
@@ -494,21 +494,17 @@ def validate(raw: dict) -> RunConfig:
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "config"
-        msg = err["msg"]
         if err["type"] == "extra_forbidden":
             parent = ".".join(str(x) for x in err["loc"][:-1])
             allowed = _allowed_keys(parent)
             raise ConfigError(field, "unknown key", allowed) from None
-        if err["type"] in ("literal_error", "finite_number"):
-            msg = msg.replace("Input should be", "must be")
+        text = pydantic_message(err)
         if err["type"] == "value_error":
-            # Cross-field checks name their field themselves: "Value error, a.b: message".
-            text = msg.removeprefix("Value error, ")
+            # Cross-field checks name their field themselves: "a.b: message".
             head, sep, rest = text.partition(": ")
             if sep and " " not in head:
                 raise ConfigError(head, rest) from None
-            raise ConfigError(field, text) from None
-        raise ConfigError(field, f"{msg} (got {err.get('input')!r})") from None
+        raise ConfigError(field, text) from None
     check_names(cfg)
     return cfg
 

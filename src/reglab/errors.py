@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class UserError(Exception):
@@ -34,3 +35,12 @@ class Interrupted(UserError):
     """Ctrl-C (SIGINT) stopped a run or a sweep; the message says what to rerun."""
 
     exit_code = 130
+
+
+def pydantic_message(err: Mapping[str, Any]) -> str:
+    """One pydantic error (an item of ValidationError.errors()) in reglab's words: no "Value
+    error," prefix, "must be" for "Input should be", and the value that was given."""
+    msg = str(err.get("msg", "")).removeprefix("Value error, ").replace("Input should be", "must be")
+    if err.get("type") == "value_error":
+        return msg
+    return f"{msg} (got {err.get('input')!r})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, pydantic_message
 
 T = TypeVar("T")
 
@@ -58,4 +58,4 @@ def validate_options(cls, opts: dict, where: str, kind: str):
             raise ConfigError(
                 f"{where}.{key}", f"unknown option of {kind} {cls.name}", sorted(cls.Options.model_fields)
             ) from None
-        raise ConfigError(f"{where}.{key}", f"{err['msg']} (got {err.get('input')!r})") from None
+        raise ConfigError(f"{where}.{key}", pydantic_message(err)) from None

@@ -196,8 +196,13 @@ def build_task(
     binary = cfg.binary_pair is not None
     if cfg.binary_pair is not None:
         a, b = cfg.binary_pair
-        if a == b or not (0 <= a < len(classes) and 0 <= b < len(classes)):
-            allowed = [f"{i} ({c})" for i, c in enumerate(classes)]
+        allowed = [f"{i} ({c})" for i, c in enumerate(classes)]
+        missing = [i for i in (a, b) if not 0 <= i < len(classes)]
+        if missing:
+            raise ConfigError(
+                "data.binary_pair", f"class index {missing[0]} does not exist ({len(classes)} classes)", allowed
+            )
+        if a == b:
             raise ConfigError("data.binary_pair", f"needs two different class indices, got {[a, b]}", allowed)
         keep, y_tr = select_pair(y_tr, (a, b))
         x_tr = x_tr[keep]

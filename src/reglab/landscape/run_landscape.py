@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from ..config import LandscapeConfig, parse_overrides, validate
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, UserError, pydantic_message
 from ..evaluation import LossFn
 from ..store import RunDir
 from .directions import Directions, pca_directions_for_model, random_directions
@@ -65,7 +65,7 @@ def parse_landscape_overrides(items: list[str], base: LandscapeConfig | None = N
             field, _, text = err["msg"].removeprefix("Value error, ").partition(": ")
             raise ConfigError(field, text) from None
         loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{FIELD}.{loc}", f"{err['msg']} (got {err.get('input')!r})") from None
+        raise ConfigError(f"{FIELD}.{loc}", pydantic_message(err)) from None
 
 
 def _state_dicts(snapshots) -> list[dict]:
