@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from reglab import train as train_module
 from reglab.config import load_config
@@ -403,6 +404,7 @@ def test_every_run_records_what_trained_it(tmp_path):
     (seg,) = one.summary["trained_by"]
     assert seg["path"] == "one-by-one" and seg["group_size"] == 1
     assert seg["device"] == "cpu" and seg["dtype"] == "float32" and seg["torch"] and seg["reglab"]
+    assert seg["threads"] == torch.get_num_threads()
 
 
 def test_any_run_of_a_sweep_can_be_reproduced_exactly(tmp_path):

@@ -33,6 +33,8 @@ def segment(path: str, device: torch.device | str, dtype: torch.dtype, from_step
         "from_step": from_step,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
+        # CPU results depend on the thread count (it changes the order of float reductions).
+        "threads": torch.get_num_threads(),
         "torch": str(torch.__version__),  # TorchVersion, a str subclass that weights_only refuses
         "reglab": __version__,
         "compute_version": COMPUTE_VERSION,
