@@ -178,3 +178,12 @@ def test_parse_claims_accepts_the_legacy_single_claim_and_refuses_duplicate_ids(
     one = {"id": "d", "text": "t", "metric": "m", "a": "x", "b": "y"}
     with pytest.raises(ConfigError, match="used twice"):
         parse_claims({"claims": [one, one]})
+
+
+def test_diverged_runs_are_left_out_and_said():
+    r = runs({"a": shifted(0.01), "b": BASE})
+    r["status"] = "done"
+    r.loc[(r.setting == "a") & (r.seed == 1), "status"] = "diverged"
+    v = judge(claim(), r)
+    assert v.n == 4 and v.verdict == REPRODUCED
+    assert v.notes[0] == "1 diverged run(s) of a left out"

@@ -201,7 +201,20 @@ def _seeds_needed(sd: float, effect: float, limit: int = 100_000) -> int | None:
 
 
 def judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
-    """The verdict on one claim from labelled runs (columns: setting, seed, the metrics, steps)."""
+    """The verdict on one claim from labelled runs (columns: setting, seed, the metrics, steps,
+    and status: diverged runs are left out, and the verdict says how many)."""
+    left_out: list[str] = []
+    if "status" in runs.columns:
+        bad = runs[(runs["status"] != "done") & runs["setting"].isin(claim.a + claim.b)]
+        for label, n in bad.groupby("setting").size().items():
+            left_out.append(f"{n} {bad[bad['setting'] == label]['status'].iloc[0]} run(s) of {label} left out")
+        runs = runs[runs["status"] == "done"]
+    v = _judge(claim, runs)
+    v.notes = left_out + v.notes
+    return v
+
+
+def _judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
     pick_max = claim.expect != "less"
     by = claim.select_by or claim.metric
     a = _best(runs, claim.a, by, pick_max)
