@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reglab.config import load_config
+from reglab.config import merge, parse_overrides, validate
 from reglab.regularizers import REGULARIZERS, Regularizer
 
 SMALL = [
@@ -21,7 +21,10 @@ SMALL = [
 
 
 def small_config(tmp_path, *overrides: str):
-    return load_config(None, [*SMALL, f"output={tmp_path}", *overrides])
+    """SMALL as the base config and the test's overrides over it (two sources, so an override of
+    train.iterations replaces SMALL's epochs)."""
+    base = merge({}, parse_overrides([*SMALL, f"output={tmp_path}"]))
+    return validate(merge(base, parse_overrides(list(overrides))))
 
 
 class _Fault:

@@ -55,7 +55,7 @@ def test_yaml_config_with_nested_overrides(tmp_path):
         ("regularizers=[{name: l3, lam: 1}]", "regularizers.0.name", "l2_mul"),
         ("regularizers=[{name: l2_mul, lam: 1, bogus: 2}]", "regularizers.0.bogus", "depth_normalization"),
         ("model.widths=[21,32,4]", "model.widths", "20"),
-        ("train.iterations=abc", "train.iterations", "integer"),
+        ("train.batch_size=abc", "train.batch_size", "integer"),
         ("regularizers=[{name: jacobian_nuclear, lam: 1, split: 99}]", "regularizers.0.split", "1 <= split"),
         ("regularizers=[{name: l2_sum, lam: 1, roles: [bias]}]", "regularizers.0.roles", "weight"),
         ("regularizers=[{name: l2, lam: 1, schedule: {name: autol2, max_lam: 0.1}}]", "regularizers.0.lam", "[0, 0.1]"),

@@ -86,3 +86,18 @@ def test_messages_speak_reglab_not_pydantic(tmp_path, override, field, needle):
     line = r.output.strip()
     assert line.startswith(f"error: {field}") or field in line.split(":")[1], line
     assert needle in line and "Value error" not in line and "Input should be" not in line
+
+
+def test_one_budget_rule_for_yaml_and_the_command_line(tmp_path):
+    spec = tmp_path / "both.yaml"
+    spec.write_text("train: {epochs: 3, iterations: 5}\n")
+    yaml_error = CliRunner().invoke(cli, ["train", str(spec), "--output", str(tmp_path / "a")])
+    cli_error = CliRunner().invoke(
+        cli, ["train", "train.epochs=3", "train.iterations=5", "--output", str(tmp_path / "b")]
+    )
+    for r in (yaml_error, cli_error):
+        assert r.exit_code == 2 and "give train.epochs or train.iterations, not both" in r.output
+    # a later source replaces an earlier one's budget: the file says epochs, the command line iterations
+    spec.write_text("train: {epochs: 3}\n")
+    cfg = load_config(str(spec), ["train.iterations=5"])
+    assert cfg.train.iterations == 5 and cfg.train.epochs is None

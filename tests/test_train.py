@@ -247,7 +247,8 @@ def _final_weights(res):
     ids=["adam_is_adamw", "sgd_is_half_l2"],
 )
 def test_decoupled_weight_decay_acts_on_the_pre_step_weights(tmp_path, decoupled, reference):
-    regs = "regularizers=[{name: decoupled_weight_decay, lam: 0.5, roles: [weight, bias]}]"
+    # the call the README documents for the AdamW equivalence (AdamW decays every parameter)
+    regs = "regularizers=[{name: decoupled_weight_decay, lam: 0.5, roles: [weight, bias, norm]}]"
     a = _final_weights(run(small_config(tmp_path / "decoupled", "train.epochs=2", *decoupled, regs)))
     b = _final_weights(run(small_config(tmp_path / "reference", "train.epochs=2", *reference)))
     for k in a:

@@ -478,6 +478,14 @@ _EXCLUSIVE_RESET = {"train.epochs": None, "train.iterations": None, "data.val_fr
 
 
 def merge(base: dict, overrides: list[tuple[str, Any]]) -> dict:
+    """`base` with the overrides applied. One rule for the pairs in EXCLUSIVE, in a YAML file and on
+    the command line alike: one source may give one field of a pair, not both; a later source's
+    field replaces an earlier source's (train.iterations=500 over a preset's epochs)."""
+    given = {key for key, value in overrides if key in EXCLUSIVE and value not in (None, 0, 0.0)}
+    for key in sorted(given):
+        if EXCLUSIVE[key] in given:
+            first, second = sorted((key, EXCLUSIVE[key]))
+            raise ConfigError(second, f"give {first} or {second}, not both")
     d = copy.deepcopy(base)
     for key, value in overrides:
         other = EXCLUSIVE.get(key)

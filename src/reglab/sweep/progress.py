@@ -63,6 +63,7 @@ class SweepDisplay:
             print(self.line(), flush=True)
 
     def finished(self, out: Outcome) -> None:
+        self.running = max(0, self.running - 1)
         if out.status == "failed":
             self.failed += 1
         else:
