@@ -257,7 +257,7 @@ def _judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
             v.verdict = CONTRADICTED
         else:
             v.verdict = INCONCLUSIVE
-            v.notes.append(f"the 95 % CI (half-width {half:.3g}) is not inside ±{m:g}")
+            v.notes.append(f"the 95 % CI does not fit inside the ±{m:g} margin ({claim.metric} units)")
     else:
         v.p_value = (0.0 if mean != 0 else 1.0) if se == 0 else float(2 * stats.t.sf(abs(mean) / se, dof))
         sign = 1 if claim.expect == "greater" else -1
