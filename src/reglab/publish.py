@@ -234,8 +234,9 @@ def publish(
     wall = pd.to_numeric(runs.get("wall_time"), errors="coerce").sum() if "wall_time" in runs else math.nan
     seeds = sorted({int(s) for s in runs["seed"]}) if "seed" in runs else []
     counts = pd.Series([v.verdict for v in verdicts]).value_counts().to_dict()
+    scale = name.rsplit("-", 1)[-1]
     lines = [
-        f"# {meta.get('title', name)}",
+        f"# {meta.get('title', name)} — {scale} scale",
         "",
         f"Verdicts: {', '.join(f'{n} {k}' for k, n in counts.items())} (of {len(verdicts)} claims). "
         "How verdicts are reached: README, *Reproducing the studies*.",
@@ -270,6 +271,7 @@ def publish(
         out_dir / f"{name}.json",
         {
             "title": meta.get("title", name),
+            "scale": scale,
             "page": page.name,
             "verdicts": [{"id": v.claim.id, "kind": v.claim.kind, "verdict": v.verdict} for v in verdicts],
         },
@@ -294,13 +296,13 @@ def write_index(out_dir: Path) -> Path:
         "reproduced, contradicted, inconclusive or not testable at this budget (README, *Reproducing the "
         "studies*). Pages are regenerated from the stored runs by the command on each page.",
         "",
-        "| page | claims | verdicts |",
-        "|---|---|---|",
+        "| page | budget | claims | verdicts |",
+        "|---|---|---|---|",
     ]
     for rec in entries:
         counts = pd.Series([v["verdict"] for v in rec["verdicts"]]).value_counts().to_dict()
         lines.append(
-            f"| [{rec['title']}]({rec['page']}) | {len(rec['verdicts'])} | "
+            f"| [{rec['title']}]({rec['page']}) | {rec.get('scale', '')} | {len(rec['verdicts'])} | "
             + ", ".join(f"{n} {k}" for k, n in counts.items())
             + " |"
         )
