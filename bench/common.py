@@ -35,6 +35,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from reglab.runtime import cpu_model
+
 COMMITTED_RESULTS = BENCH_DIR / "results.json"
 SCHEMA = 2
 RESULTS_ENV = "REGLAB_BENCH_RESULTS"
@@ -102,16 +104,6 @@ def entry(
         "met": met,
         **extra,
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_key(info: dict) -> str:

@@ -79,6 +79,7 @@ def test_reproduce_energy_end_to_end_on_real_mnist(real_data_dir, tmp_path):
         "data.train_limit=1000",
         "data.test_limit=500",
         "seed=0,1,2",
+        "analysis.spectra_every=1",  # spectral-energy curves for the page
     ]
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -106,7 +107,8 @@ def test_reproduce_energy_end_to_end_on_real_mnist(real_data_dir, tmp_path):
     page = (pages / "energy-quick.md").read_text()
     assert "| **nuclear-accuracy**:" in page and "97.30 % vs 96.90 %" in page
     assert "## How this was run" in page and "command: `" in page and "trained on: cpu float32" in page
-    for fig in ("test_acc.png", "train_loss.png"):
+    assert "| setting | seeds | test_acc (%) |" in page  # the settings table, as Markdown
+    for fig in ("test_acc.png", "train_loss.png", "spectral_energy.png"):
         assert (pages / "energy-quick" / fig).stat().st_size > 1000
         assert f"(energy-quick/{fig})" in page
     index = (pages / "README.md").read_text()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .runtime import cpu_model
 from .store import atomic_write_bytes, atomic_write_json
 from .verdicts import Verdict
 
@@ -44,16 +45,6 @@ def _git_commit() -> str:
     from . import __version__
 
     return f"reglab {__version__} (not a git checkout)"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machines_of(runs: pd.DataFrame, root: Path) -> list[str]:
@@ -131,79 +122,63 @@ def verdict_notes(verdicts: list[Verdict]) -> list[str]:
     return out
 
 
-def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path) -> bool:
-    """Mean ± min/max over seeds of an evaluation metric against epochs, one line per setting."""
+def _band_figure(df: pd.DataFrame, column: str, ylabel: str, path: Path, scale: float = 1.0, log: bool = False) -> None:
+    """`column` against epoch, one line per setting: the mean over seeds, and a min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames = []
-    for _, r in runs.iterrows():
-        p = root / r["run"] / "evals.jsonl"
-        if not p.exists():
-            continue
-        ev = pd.read_json(p, lines=True)
-        if metric in ev.columns:
-            frames.append(ev[["epoch", metric]].assign(setting=r["setting"], seed=r.get("seed")))
-    if not frames:
-        return False
-    df = pd.concat(frames)
-    if metric.endswith("acc"):
-        df = df[df["epoch"] > 0]  # the untrained network's chance level would squash the curves
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for setting, g in df.groupby("setting", sort=True):
-        s = g.groupby("epoch")[metric].agg(["mean", "min", "max"])
-        scale = 100.0 if metric.endswith("acc") else 1.0
+        s = g.groupby("epoch")[column].agg(["mean", "min", "max"])
         (line,) = ax.plot(s.index, scale * s["mean"], label=str(setting), lw=1.4)
         ax.fill_between(s.index, scale * s["min"], scale * s["max"], color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.replace("_", " ") + (" (%)" if metric.endswith("acc") else ""))
-    if metric.endswith("loss"):
+    ax.set_ylabel(ylabel)
+    if log:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path) -> bool:
+    """An evaluation metric against epochs (evals.jsonl); False when no run logged it."""
+    frames = []
+    for _, r in runs.iterrows():
+        p = root / r["run"] / "evals.jsonl"
+        if p.exists():
+            ev = pd.read_json(p, lines=True)
+            if metric in ev.columns:
+                frames.append(ev[["epoch", metric]].assign(setting=r["setting"]))
+    if not frames:
+        return False
+    df = pd.concat(frames)
+    acc = metric.endswith("acc")
+    if acc:
+        df = df[df["epoch"] > 0]  # the untrained network's chance level would squash the curves
+    label = metric.replace("_", " ") + (" (%)" if acc else "")
+    _band_figure(df, metric, label, path, scale=100.0 if acc else 1.0, log=metric.endswith("loss"))
     return True
 
 
 def _spectral_energy_figure(root: Path, runs: pd.DataFrame, path: Path) -> bool:
     """2 x the sum of the layers' nuclear norms at each evaluation (analysis/ranks_during.jsonl)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     frames = []
     for _, r in runs.iterrows():
         p = root / r["run"] / "analysis" / "ranks_during.jsonl"
         if not p.exists():
             continue
-        rd = pd.read_json(p, lines=True)
-        per_step = rd.groupby("step")["nuclear_norm"].sum() * 2
+        per_step = pd.read_json(p, lines=True).groupby("step")["nuclear_norm"].sum() * 2
         steps_per_epoch = max(1, int(r.get("steps", 1) / max(r.get("epochs", 1), 1e-9)))
-        frames.append(
-            pd.DataFrame(
-                {"epoch": per_step.index / steps_per_epoch, "energy": per_step.values, "setting": r["setting"]}
-            )
-        )
+        epochs = per_step.index / steps_per_epoch
+        frames.append(pd.DataFrame({"epoch": epochs, "energy": per_step.values, "setting": r["setting"]}))
     if not frames:
         return False
-    df = pd.concat(frames)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for setting, g in df.groupby("setting", sort=True):
-        s = g.groupby("epoch")["energy"].agg(["mean", "min", "max"])
-        (line,) = ax.plot(s.index, s["mean"], label=str(setting), lw=1.4)
-        ax.fill_between(s.index, s["min"], s["max"], color=line.get_color(), alpha=0.15, lw=0)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("spectral energy 2·Σ‖W‖*")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _band_figure(pd.concat(frames), "energy", "spectral energy 2·Σ‖W‖*", path)
     return True
 
 
@@ -259,7 +234,7 @@ def publish(
         f"- command: `{command}`",
         f"- preset: `src/reglab/presets/{preset.name}` ({len(runs)} finished runs, seeds {seeds})",
         f"- code: {_git_commit()}",
-        f"- machine: {_cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
         f"- trained on: {'; '.join(machines_of(runs, root)) or 'not recorded'}",
         f"- training time: {wall / 60:.1f} min summed over runs" if math.isfinite(wall) else "- training time: –",
         f"- page written: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} from the stored runs under `{root}`",

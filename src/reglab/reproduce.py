@@ -36,6 +36,7 @@ import pandas as pd
 from .aggregate import aggregate_seeds
 from .config import load_yaml
 from .errors import ConfigError
+from .publish import markdown_table, publish
 from .report_table import format_mean_ci
 from .verdicts import Verdict, judge_all, parse_claims
 
@@ -217,7 +218,7 @@ def reproduce(
     md = [
         f"# {meta.get('title', name)}",
         "",
-        table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False),
+        markdown_table(table),
         "",
         *(f"- {line}" for line in lines),
         "",
@@ -225,17 +226,6 @@ def reproduce(
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.md", "\n".join(md).encode())
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.csv", agg.to_csv(index=False).encode())
     if publish_dir is not None:
-        from .publish import publish
-
         page = publish(Path(publish_dir), name, meta, path, command, Path(root), agg.attrs["runs"], table, verdicts)
         print(f"wrote {page}")
     return 1 if failed else 0
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
