@@ -11,8 +11,16 @@ alpha = 0.05):
   side, `contradicted` when it excludes 0 on the other side, `inconclusive` otherwise;
 - equivalent: `reproduced` when the CI lies inside (-margin, margin), `contradicted` when it lies
   entirely outside it, `inconclusive` otherwise (p from the two one-sided tests);
+- below / above (a claim about every run of `a`, no `b`): `reproduced` when every finished run's
+  value lies below (above) `value`, `contradicted` when any does not: one counter-example refutes
+  a universal claim;
 - `not testable at this budget` when the runs are shorter than the regime the claim is about
-  (`min_steps`), kept apart from inconclusive; `not determined` when fewer than two seeds pair up.
+  (`min_steps`, or STEP of a `NAME@STEP` metric), kept apart from inconclusive; `not determined`
+  when fewer than two seeds pair up.
+
+With `a_minus` (and `b_minus`) the claim is about a contrast: a's value is, seed by seed, the
+metric of `a` minus that of `a_minus` (study 1: the accuracy lost to label noise is the clean
+run's accuracy minus the noisy run's). The metric may be derived from the logs (reglab.derived).
 
 An inconclusive verdict says the smallest difference the run could have detected (80 % power at
 the observed spread) and how many seeds would detect the study's own effect. With several claims,
@@ -29,9 +37,11 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from . import derived
 from .errors import ConfigError
 
-EXPECT = ("greater", "less", "equivalent")
+EXPECT = ("greater", "less", "equivalent", "below", "above")
+UNIVERSAL = ("below", "above")
 KINDS = ("outcome", "mechanism")
 ALPHA = 0.05
 POWER = 0.8
@@ -64,6 +74,11 @@ class Claim:
     study_note: str = ""
     min_steps: int | None = None
     """The claim is about runs of at least this many steps."""
+    value: float | None = None
+    """below / above: the bound every run of `a` must respect."""
+    a_minus: str | None = None
+    b_minus: str | None = None
+    """Contrasts: a's value is metric(a) - metric(a_minus), seed by seed (likewise b)."""
 
     @property
     def study_diff(self) -> float | None:
@@ -77,58 +92,102 @@ class Claim:
         """A claim from a preset's YAML, every field checked (errors name `where`.field)."""
         if not isinstance(d, dict):
             raise ConfigError(where, "must be a mapping with id, text, metric, expect, a and b")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}", "unknown key", sorted(known))
-        for key in ("id", "text", "metric", "a", "b"):
-            if key not in d:
-                raise ConfigError(f"{where}.{key}", "is required")
-        expect = d.get("expect", "greater")
-        if expect not in EXPECT:
-            raise ConfigError(f"{where}.expect", f"unknown direction {expect!r}", EXPECT)
-        kind = d.get("kind", "outcome")
-        if kind not in KINDS:
-            raise ConfigError(f"{where}.kind", f"unknown kind {kind!r}", KINDS)
-        margin = d.get("margin")
-        if expect == "equivalent" and not (isinstance(margin, int | float) and margin > 0):
+            raise ConfigError(f"{where}.{unknown[0]}", "unknown key", sorted(cls.__dataclass_fields__))
+        r = _ClaimReader(d, where)
+        expect = r.choice("expect", "greater", EXPECT, "direction")
+        universal = expect in UNIVERSAL
+        for key in ("id", "text", "metric", "a") + (() if universal else ("b",)):
+            r.require(key)
+        margin = r.number("margin")
+        if expect == "equivalent" and not (margin is not None and margin > 0):
             raise ConfigError(f"{where}.margin", "an equivalence claim needs a margin > 0 (metric units)")
-
-        def labels(key: str) -> tuple[str, ...]:
-            v = d[key]
-            v = [v] if isinstance(v, str) else v
-            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
-                raise ConfigError(f"{where}.{key}", "must be a setting label or a list of them")
-            return tuple(v)
-
-        def number(key: str) -> float | None:
-            v = d.get(key)
-            if v is not None and not (isinstance(v, int | float) and math.isfinite(v)):
-                raise ConfigError(f"{where}.{key}", f"must be a finite number, got {v!r}")
-            return None if v is None else float(v)
-
-        scale = number("scale")
+        value = r.number("value")
+        if universal:
+            if "b" in d:
+                raise ConfigError(f"{where}.b", f"a {expect!r} claim is about the runs of a alone")
+            if value is None:
+                raise ConfigError(
+                    f"{where}.value", f"a {expect!r} claim needs a finite value to compare every run with"
+                )
+        metric = str(d["metric"])
+        try:
+            derived.parse(metric)
+        except ValueError as e:
+            raise ConfigError(f"{where}.metric", str(e)) from None
+        scale = r.number("scale")
         if scale is not None and scale <= 0:
             raise ConfigError(f"{where}.scale", "must be > 0")
         min_steps = d.get("min_steps")
         if min_steps is not None and not (isinstance(min_steps, int) and min_steps > 0):
             raise ConfigError(f"{where}.min_steps", "must be a positive integer")
+        a, b = r.labels("a"), (() if universal else r.labels("b"))
+        a_minus, b_minus = r.contrast(universal, a, b)
         return cls(
             id=str(d["id"]),
             text=str(d["text"]),
-            metric=str(d["metric"]),
+            metric=metric,
             expect=expect,
-            a=labels("a"),
-            b=labels("b"),
-            kind=kind,
-            margin=None if margin is None else float(margin),
+            a=a,
+            b=b,
+            kind=r.choice("kind", "outcome", KINDS, "kind"),
+            margin=margin,
             select_by=d.get("select_by"),
-            study_a=number("study_a"),
-            study_b=number("study_b"),
+            study_a=r.number("study_a"),
+            study_b=r.number("study_b"),
             scale=1.0 if scale is None else scale,
             study_note=str(d.get("study_note", "")),
-            min_steps=min_steps,
+            min_steps=min_steps if min_steps is not None else derived.required_steps(metric),
+            value=value,
+            a_minus=a_minus,
+            b_minus=b_minus,
         )
+
+
+class _ClaimReader:
+    """Checked reads of one claim's YAML mapping; errors name `where`.field."""
+
+    def __init__(self, d: dict, where: str):
+        self.d, self.where = d, where
+
+    def require(self, key: str) -> None:
+        if key not in self.d:
+            raise ConfigError(f"{self.where}.{key}", "is required")
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...], what: str) -> str:
+        v = self.d.get(key, default)
+        if v not in allowed:
+            raise ConfigError(f"{self.where}.{key}", f"unknown {what} {v!r}", allowed)
+        return v
+
+    def number(self, key: str) -> float | None:
+        v = self.d.get(key)
+        if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            raise ConfigError(f"{self.where}.{key}", f"must be a finite number, got {v!r}")
+        return None if v is None else float(v)
+
+    def labels(self, key: str) -> tuple[str, ...]:
+        v = self.d.get(key, [])
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{self.where}.{key}", "must be a setting label or a list of them")
+        return tuple(v)
+
+    def contrast(self, universal: bool, a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str | None, str | None]:
+        """(a_minus, b_minus): both or neither, each one label, with a and b one label each."""
+        out: list[str | None] = []
+        for key, side, of in (("a_minus", a, "a"), ("b_minus", b, "b")):
+            v = self.d.get(key)
+            if v is not None:
+                if not isinstance(v, str) or universal:
+                    raise ConfigError(f"{self.where}.{key}", "must be one setting label (and the claim a comparison)")
+                if len(side) != 1:
+                    raise ConfigError(f"{self.where}.{of}", f"with {key}, {of} must be one setting label")
+            out.append(v)
+        if (out[0] is None) != (out[1] is None):
+            raise ConfigError(f"{self.where}.b_minus", "a contrast needs both a_minus and b_minus")
+        return out[0], out[1]
 
 
 @dataclass
@@ -164,13 +223,21 @@ def _best(runs: pd.DataFrame, labels: tuple[str, ...], by: str, pick_max: bool) 
     return str(means.idxmax() if pick_max else means.idxmin())
 
 
-def _paired(runs: pd.DataFrame, metric: str, a: str, b: str) -> pd.Series:
-    """Per-seed differences a - b over the seeds both settings finished (one run per seed each)."""
-    ra = runs[runs["setting"] == a].drop_duplicates("seed").set_index("seed")[metric]
-    rb = runs[runs["setting"] == b].drop_duplicates("seed").set_index("seed")[metric]
+def _per_seed(runs: pd.DataFrame, metric: str, label: str, minus: str | None = None) -> pd.Series:
+    """A setting's metric by seed (one run per seed), or its contrast with `minus` seed by seed."""
+    r = runs[runs["setting"] == label].drop_duplicates("seed").set_index("seed")[metric]
+    r = pd.to_numeric(r, errors="coerce")
+    if minus is not None:
+        r = r - _per_seed(runs, metric, minus)
+    return r.dropna().sort_index()
+
+
+def _paired(runs: pd.DataFrame, claim: Claim, a: str, b: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(a by seed, b by seed, per-seed differences a - b over the seeds both have)."""
+    ra = _per_seed(runs, claim.metric, a, claim.a_minus)
+    rb = _per_seed(runs, claim.metric, b, claim.b_minus)
     both = ra.index.intersection(rb.index)
-    d = pd.to_numeric(ra[both], errors="coerce") - pd.to_numeric(rb[both], errors="coerce")
-    return d.dropna().sort_index()
+    return ra, rb, (ra[both] - rb[both]).dropna().sort_index()
 
 
 def _detectable(sd: float, n: int) -> float:
@@ -214,29 +281,63 @@ def judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
     return v
 
 
+def _testable(claim: Claim, runs: pd.DataFrame, labels: list[str], v: Verdict) -> bool:
+    """False (and v says why) when the runs stop short of the steps the claim is about."""
+    if claim.min_steps is None or "steps" not in runs.columns:
+        return True
+    longest = pd.to_numeric(runs.loc[runs["setting"].isin(labels), "steps"], errors="coerce").max()
+    if longest >= claim.min_steps:
+        return True
+    v.verdict = NOT_TESTABLE
+    stop = "never ran" if pd.isna(longest) else f"stop at {int(longest):,}"
+    v.notes.append(f"the claim is about {claim.min_steps:,} steps; these runs {stop}")
+    return False
+
+
+def _judge_universal(claim: Claim, runs: pd.DataFrame) -> Verdict:
+    """below / above: every finished run of every setting in `a` against claim.value."""
+    v = Verdict(claim, NOT_DETERMINED, a=", ".join(claim.a))
+    if not _testable(claim, runs, list(claim.a), v):
+        return v
+    mine = runs[runs["setting"].isin(claim.a)]
+    values = pd.to_numeric(mine[claim.metric], errors="coerce") if claim.metric in mine else pd.Series(dtype=float)
+    values = values.dropna()
+    if values.empty:
+        v.notes.append(f"no finished run of {v.a} has {claim.metric}")
+        return v
+    bound = float(claim.value)  # type: ignore[arg-type]
+    holds = values < bound if claim.expect == "below" else values > bound
+    v.n = len(values)
+    v.a_mean = float(values.mean())
+    v.verdict = REPRODUCED if bool(holds.all()) else CONTRADICTED
+    v.notes.append(
+        f"{int(holds.sum())} of {v.n} runs {claim.expect} {bound:g} (range {values.min():g} to {values.max():g})"
+    )
+    return v
+
+
 def _judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
+    if claim.expect in UNIVERSAL:
+        return _judge_universal(claim, runs)
     pick_max = claim.expect != "less"
     by = claim.select_by or claim.metric
+    v = Verdict(claim, NOT_DETERMINED, a=", ".join(claim.a), b=", ".join(claim.b))
+    if not _testable(claim, runs, list(claim.a + claim.b), v):
+        return v
     a = _best(runs, claim.a, by, pick_max)
     b = _best(runs, claim.b, by, pick_max)
     if a is None or b is None:
         missing = ", ".join(claim.a if a is None else claim.b)
         return Verdict(claim, NOT_DETERMINED, notes=[f"no finished run of {missing} has {by}"])
-    v = Verdict(claim, NOT_DETERMINED, a=a, b=b)
-    if claim.min_steps is not None and "steps" in runs.columns:
-        mine = runs[runs["setting"].isin([a, b])]
-        longest = pd.to_numeric(mine["steps"], errors="coerce").max()
-        if not longest >= claim.min_steps:
-            v.verdict = NOT_TESTABLE
-            v.notes.append(f"the claim is about {claim.min_steps:,} steps; these runs stop at {int(longest):,}")
-            return v
+    v.a, v.b = a, b
     if claim.metric not in runs.columns:
         v.notes.append(f"no run has {claim.metric}")
         return v
-    d = _paired(runs, claim.metric, a, b)
+    ra, rb, d = _paired(runs, claim, a, b)
+    if claim.a_minus is not None:
+        v.a, v.b = f"({a} − {claim.a_minus})", f"({b} − {claim.b_minus})"
     v.n = len(d)
-    v.a_mean = float(pd.to_numeric(runs.loc[runs["setting"] == a, claim.metric], errors="coerce").mean())
-    v.b_mean = float(pd.to_numeric(runs.loc[runs["setting"] == b, claim.metric], errors="coerce").mean())
+    v.a_mean, v.b_mean = float(ra.mean()), float(rb.mean())
     if v.n < 2:
         v.notes.append(f"{v.n} seed(s) pair up between {a} and {b}; a paired test needs 2")
         return v
@@ -268,6 +369,8 @@ def _judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
         else:
             v.verdict = INCONCLUSIVE
         v.detectable = _detectable(sd, v.n)
+        if sd == 0 and mean == 0:
+            v.notes.append(f"identical in every one of the {v.n} seed pairs")
         effect = claim.study_diff
         if v.verdict == INCONCLUSIVE and effect is not None:
             v.seeds_needed = _seeds_needed(sd, effect)
