@@ -250,6 +250,15 @@ class LandscapeConfig(_Strict):
         return self
 
 
+class MonitorConfig(_Strict):
+    """A registered penalty measured at every evaluation without entering the loss (its own
+    options beside the name, as for a regularizer; lam and schedules do not apply)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    name: str
+    roles: list[Literal["weight", "bias", "norm"]] = Field(default_factory=_weight_role_only)
+
+
 class AnalysisConfig(_Strict):
     """What is measured on the trained network at the end of a run (and during it)."""
 
@@ -264,6 +273,17 @@ class AnalysisConfig(_Strict):
     sparsity: bool = True
     active_threshold: float = Field(1e-8, ge=0)
     landscape: LandscapeConfig | None = None
+    monitors: list[MonitorConfig] = Field(default_factory=list)
+    """Penalties recorded at each evaluation as monitor.NAME[.item] without entering the loss, so
+    a baseline gets the same curves as a regularized run; stateful ones (path_energy) follow
+    every step. A plain name stands for {name: NAME} with default options."""
+
+    @field_validator("monitors", mode="before")
+    @classmethod
+    def _names_are_monitors(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": x} if isinstance(x, str) else x for x in v]
+        return v
 
 
 class RunConfig(_Strict):
@@ -315,7 +335,7 @@ class RunConfig(_Strict):
 NON_IDENTITY_FIELDS: tuple[str, ...] = ("name", "output", "device", "data.dir", "train.progress")
 
 # Fields added since 0.1.0 -> the value that reproduces 0.1.0's computation.
-IDENTITY_DEFAULTS: dict[str, Any] = {}
+IDENTITY_DEFAULTS: dict[str, Any] = {"analysis.monitors": []}
 
 _ABSENT = object()
 
@@ -546,6 +566,16 @@ def check_names(cfg: RunConfig) -> None:
         SCHEDULES.get(r.schedule.name, f"regularizers.{i}.schedule.name")
         check_schedule_options(r.schedule, f"regularizers.{i}.schedule")
         _check_lam_within_bounds(r, f"regularizers.{i}")
+    names = [m.name for m in cfg.analysis.monitors]
+    for i, m in enumerate(cfg.analysis.monitors):
+        where = f"analysis.monitors.{i}"
+        cls = REGULARIZERS.get(m.name, f"{where}.name")
+        if cls.uses_batch:
+            allowed = [n for n in REGULARIZERS.names() if not REGULARIZERS.get(n).uses_batch]
+            raise ConfigError(f"{where}.name", f"{m.name} cannot be measured without a training batch", allowed)
+        if m.name in names[:i]:
+            raise ConfigError(f"{where}.name", f"{m.name} is monitored twice")
+        check_regularizer_options(m, where)
 
 
 def _check_lam_within_bounds(r: RegularizerConfig, where: str) -> None:

@@ -65,6 +65,8 @@ class Setup:
     total_steps: int
     data_gen: torch.Generator
     aug_gen: torch.Generator
+    monitors: list[tuple[str, Regularizer]] = field(default_factory=list)
+    """(key, regularizer) measured at each evaluation without entering the loss."""
 
 
 @dataclass
@@ -127,11 +129,33 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
         key = rc.name if sum(r.name == rc.name for r in cfg.regularizers) == 1 else f"{rc.name}.{i}"
         terms.append(Term(key, reg, sched))
 
+    monitors = []
+    for i, mc in enumerate(cfg.analysis.monitors):
+        where = f"analysis.monitors.{i}"
+        reg = build_regularizer(mc, where)
+        try:
+            reg.setup(model)
+        except ValueError as e:
+            raise ConfigError(f"{where}.name", f"{mc.name} cannot measure model {cfg.model.name}: {e}") from None
+        monitors.append((mc.name, reg))
+
     data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     loss_fn = make_loss_fn(cfg.train.loss, data.task)
     return Setup(
-        cfg, device, data, model, optimizer, lr_sched, terms, loss_fn, steps_per_epoch, total, data_gen, aug_gen
+        cfg,
+        device,
+        data,
+        model,
+        optimizer,
+        lr_sched,
+        terms,
+        loss_fn,
+        steps_per_epoch,
+        total,
+        data_gen,
+        aug_gen,
+        monitors,
     )
 
 
@@ -319,6 +343,8 @@ class Trainer:
                 t.reg.prox(model, t.sched.lam, lr)
             assert ctx is not None  # built above whenever there are terms
             t.reg.after_step(model, ctx)
+        if s.monitors:
+            self._follow_monitors(ctx or StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch))
         row = [data_loss.detach(), total.detach(), *values]
         lams = tuple(t.sched.lam for t in s.terms)  # the step's lambdas, before a measurement changes them
         measure = [t for t in s.terms if t.sched.wants_measurement(self.step, self.batch_in_epoch)]
@@ -331,6 +357,12 @@ class Trainer:
             s.lr_sched.step()
         if self.step % s.cfg.train.log_every == 0:
             self._pending.append((self.step, self.epoch, lr, lams, torch.stack([v.float() for v in row])))
+
+    def _follow_monitors(self, ctx: StepContext) -> None:
+        """Monitors whose measurements accumulate over steps (path energy) see every step."""
+        for _, reg in self.s.monitors:
+            if reg.follows_steps:
+                reg.after_step(self.s.model, ctx)
 
     # ------------------------------------------------------------------ logging
     def _flush(self) -> None:
@@ -380,6 +412,7 @@ class Trainer:
                     # a regularizer value R reported as an objective: also log the training
                     # objective train_loss + lam * R (study 4's "wd objective"), for every algorithm
                     row[f"{t.key}.train_{k}"] = row["train_loss"] + t.sched.lam * v
+        row.update(self._monitor_values())
         row["lr"] = s.optimizer.param_groups[0]["lr"]
         row["time"] = self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
         self.rd.append(self.rd.evals_path, [row])
@@ -396,6 +429,19 @@ class Trainer:
         self._last_eval = row
         self._track_best(row)
         return row
+
+    @torch.no_grad()
+    def _monitor_values(self) -> dict[str, float]:
+        """monitor.KEY (the penalty's value, without lam) and monitor.KEY.ITEM (its report); a
+        monitor that follows steps is read through its report only, as its penalty would move
+        its state."""
+        model, out = self.s.model, {}
+        for key, reg in self.s.monitors:
+            if reg.has_penalty and not reg.follows_steps:
+                out[f"monitor.{key}"] = float(reg.penalty(model, None))  # type: ignore[arg-type]
+            for k, v in reg.report(model).items():
+                out[f"monitor.{key}.{k}"] = v
+        return out
 
     def _selection(self, row: dict) -> tuple[str, float, bool]:
         """(metric name, value, higher_is_better) used for the best checkpoint."""
@@ -509,6 +555,7 @@ class Trainer:
             "optimizer": s.optimizer.state_dict(),
             "lr_sched": s.lr_sched.state_dict() if s.lr_sched is not None else None,
             "terms": [{"reg": t.reg.state_dict(), "sched": t.sched.state_dict()} for t in s.terms],
+            "monitors": [reg.state_dict() for _, reg in s.monitors],
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
@@ -545,6 +592,8 @@ class Trainer:
         for t, st in zip(s.terms, ck["terms"]):
             t.reg.load_state_dict(st["reg"])
             t.sched.load_state_dict(st["sched"])
+        for (_, reg), st in zip(s.monitors, ck.get("monitors", [])):
+            reg.load_state_dict(st)
         self.step, self.epoch, self.batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         self.perm = ck["perm"]
         s.data_gen.set_state(ck["data_gen"].cpu() if s.device.type == "cpu" else ck["data_gen"])

@@ -66,6 +66,11 @@ class Regularizer:
     has_penalty: ClassVar[bool] = True
     has_prox: ClassVar[bool] = False
     has_pre_step: ClassVar[bool] = False
+    uses_batch: ClassVar[bool] = False
+    """The penalty needs the training batch (StepContext), so it cannot be a monitor."""
+    follows_steps: ClassVar[bool] = False
+    """Its measurements accumulate over steps (after_step); as a monitor it follows every step and
+    is read through `report` only."""
 
     options: _BaseOptions
     """Subclasses narrow this annotation to their own options class."""

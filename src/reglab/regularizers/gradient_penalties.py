@@ -240,6 +240,7 @@ class GradientNorm(Regularizer):
     value of the last training step as ``grad_norm`` (always the unsquared norm)."""
 
     name = "gradient_norm"
+    uses_batch = True
     Options = GradientNormOptions
     options: GradientNormOptions
 
@@ -285,6 +286,7 @@ class JacobianNuclear(Regularizer):
     two Frobenius terms of the last training step (jac_h_frob_sq, jac_g_frob_sq)."""
 
     name = "jacobian_nuclear"
+    uses_batch = True
     Options = JacobianNuclearOptions
     options: JacobianNuclearOptions
 

@@ -93,6 +93,7 @@ class PathEnergy(Regularizer):
 
     name = "path_energy"
     Options = PathEnergyOptions
+    follows_steps = True
     options: PathEnergyOptions
 
     def __init__(self, options, roles=("weight",)):
@@ -171,9 +172,12 @@ class PathEnergy(Regularizer):
             self._pending, self._pending_epoch = True, epoch
         else:
             before = self._at_penalty if self._at_penalty is not None else self._previous
+            now = state_blocks(model, self.roles)
             if before is not None:
-                self._account(self.scale * squared_distance(state_blocks(model, self.roles), before), epoch)
-            self._previous = before if before is not None else detached_copy(state_blocks(model, self.roles))
+                self._account(self.scale * squared_distance(now, before), epoch)
+            # the next update is measured from here: the weights after this one (a monitor, which
+            # computes no penalty, has no other copy of them)
+            self._previous = detached_copy(now)
             self._pending = False
         self._at_penalty = None
         self._pending_energy = None

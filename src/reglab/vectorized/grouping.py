@@ -16,6 +16,7 @@ A run falls back to one-by-one training (`train.run`) when (first reason that ap
   draw random numbers inside the penalty; graph_energy is untested under vmap);
 - label noise drawn from the run seed (data.noise_seed unset) when grouped with other seeds is
   handled by the key (such runs group only with runs of the same seed), not as a fallback;
+- monitors (analysis.monitors): measured by the one-by-one trainer only;
 - (auto only) more than `MAX_PARAMS` parameters: the gain of vmap on CPU comes from fusing many
   small matrix products; for models this big one model already keeps the cores busy (see
   bench/bench_vectorized.py);
@@ -158,6 +159,8 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool 
         if r.name not in VMAPPABLE:
             why = NOT_VMAPPABLE_WHY.get(r.name, "it is not among the regularizers tested under vmap")
             return f"regularizers.{i}: {r.name} does not vectorize ({why})"
+    if cfg.analysis.monitors:
+        return "analysis.monitors: monitors are measured by the one-by-one trainer only"
     if not auto:
         return None
     built = _meta_model(cfg)  # once for both rules below
