@@ -456,8 +456,11 @@ def test_analyze_final_respects_switches(tmp_path):
         "spectral_norm.fc",
         "nuclear_norm_sum",
         "frobenius_sq_sum",
+        "rank_rel_sum",
     }
     w = model.fc.weight.detach().double()
+    sv = torch.linalg.svdvals(w)
+    assert scalars["rank_rel_sum"] == int((sv / sv.max() > 0.01).sum())  # one layer: its relative rank
     assert scalars["nuclear_norm_sum"] == pytest.approx(float(torch.linalg.svdvals(w).sum()), rel=1e-5)
     assert scalars["frobenius_sq_sum"] == pytest.approx(float((w**2).sum()), rel=1e-5)
     assert scalars["spectral_norm.fc"] == pytest.approx(float(torch.linalg.svdvals(w).max()), rel=1e-5)

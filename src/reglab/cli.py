@@ -261,10 +261,11 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option(
     "--scale",
-    type=click.Choice(["quick", "paper"]),
+    type=click.Choice(["quick", "cpu", "paper"]),
     default="quick",
     show_default=True,
-    help="quick: this 2-core CPU in <= 15 min, 3 seeds; paper: the study's own budgets (GPU or cluster).",
+    help="quick: this 2-core CPU in <= 15 min, 3 seeds; cpu: the largest budget a 2-core CPU finishes in "
+    "<= 90 min, 5 seeds; paper: the study's own budgets (GPU or cluster).",
 )
 @click.option("--jobs", "-j", type=int, default=None, help="Concurrent runs (default: the number of cores).")
 @click.option("--executor", type=click.Choice(["inline", "process", "slurm", "submitit_local"]), default=None)

@@ -89,10 +89,15 @@ def claims_table(verdicts: list[Verdict]) -> str:
             sa = _fmt(None if c.study_a is None else c.study_a / c.scale, pct)
             sb = _fmt(None if c.study_b is None else c.study_b / c.scale, pct)
             study = f"{sa} vs {sb}" + (f" (÷{c.scale:g})" if c.scale != 1 else "")
-        ours = f"{v.a} {_fmt(v.a_mean, pct)} vs {v.b} {_fmt(v.b_mean, pct)}" if v.a else "–"
+        if not v.a:
+            ours = "–"
+        elif c.expect in ("below", "above"):
+            ours = f"{v.a} mean {_fmt(v.a_mean, pct)} (every run {c.expect} {c.value:g}?)"
+        else:
+            ours = f"{v.a} {_fmt(v.a_mean, pct)} vs {v.b} {_fmt(v.b_mean, pct)}"
         ci = (
             f"{k * v.diff_mean:+.3g} [{k * v.diff_lo:+.3g}, {k * v.diff_hi:+.3g}] (n={v.n})" + (" pts" if pct else "")
-            if v.n >= 2
+            if v.n >= 2 and not math.isnan(v.diff_mean)
             else "–"
         )
         p = "–" if math.isnan(v.p_value) else f"{v.p_value:.2g} ({v.p_holm:.2g})"
@@ -122,8 +127,11 @@ def verdict_notes(verdicts: list[Verdict]) -> list[str]:
     return out
 
 
-def _band_figure(df: pd.DataFrame, column: str, ylabel: str, path: Path, scale: float = 1.0, log: bool = False) -> None:
-    """`column` against epoch, one line per setting: the mean over seeds, and a min-max band."""
+def _band_figure(
+    df: pd.DataFrame, column: str, ylabel: str, path: Path, scale: float = 1.0, log: bool = False, x: str = "epoch"
+) -> None:
+    """`column` against epoch (the frame's "epoch" column; `x` names the axis), one line per
+    setting: the mean over seeds, and a min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +142,7 @@ def _band_figure(df: pd.DataFrame, column: str, ylabel: str, path: Path, scale: 
         s = g.groupby("epoch")[column].agg(["mean", "min", "max"])
         (line,) = ax.plot(s.index, scale * s["mean"], label=str(setting), lw=1.4)
         ax.fill_between(s.index, scale * s["min"], scale * s["max"], color=line.get_color(), alpha=0.15, lw=0)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("iteration" if x == "step" else x)
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
@@ -145,15 +153,20 @@ def _band_figure(df: pd.DataFrame, column: str, ylabel: str, path: Path, scale: 
     plt.close(fig)
 
 
-def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path) -> bool:
-    """An evaluation metric against epochs (evals.jsonl); False when no run logged it."""
+def _log_scale(metric: str) -> bool:
+    """Losses, objectives and monitored penalties span orders of magnitude."""
+    return metric.endswith(("loss", "objective_path_norm")) or metric.startswith("monitor.")
+
+
+def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path, x: str = "epoch") -> bool:
+    """An evaluation metric against epochs or steps (evals.jsonl); False when no run logged it."""
     frames = []
     for _, r in runs.iterrows():
         p = root / r["run"] / "evals.jsonl"
         if p.exists():
             ev = pd.read_json(p, lines=True)
             if metric in ev.columns:
-                frames.append(ev[["epoch", metric]].assign(setting=r["setting"]))
+                frames.append(ev[[x, metric]].rename(columns={x: "epoch"}).assign(setting=r["setting"]))
     if not frames:
         return False
     df = pd.concat(frames)
@@ -161,8 +174,19 @@ def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path) -> b
     if acc:
         df = df[df["epoch"] > 0]  # the untrained network's chance level would squash the curves
     label = metric.replace("_", " ") + (" (%)" if acc else "")
-    _band_figure(df, metric, label, path, scale=100.0 if acc else 1.0, log=metric.endswith("loss"))
+    positive = bool((pd.to_numeric(df[metric], errors="coerce") > 0).all())
+    _band_figure(df, metric, label, path, scale=100.0 if acc else 1.0, log=_log_scale(metric) and positive, x=x)
     return True
+
+
+def preset_notes(preset: Path) -> list[str]:
+    """The preset's leading comment block (what it runs, what shrank, what differs), as text."""
+    out = []
+    for line in preset.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        out.append(line[1:].strip())
+    return out
 
 
 def _spectral_energy_figure(root: Path, runs: pd.DataFrame, path: Path) -> bool:
@@ -198,11 +222,13 @@ def publish(
     fig_dir = out_dir / name
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = []
-    for metric in ("test_acc", "train_loss"):
-        if _curves_figure(root, runs, metric, fig_dir / f"{metric}.png"):
-            start = ", from epoch 1" if metric.endswith("acc") else ", log scale"
+    x = meta.get("x", "epoch")
+    per = "iteration" if x == "step" else "epoch"
+    for metric in meta.get("figures", ["test_acc", "train_loss"]):
+        if _curves_figure(root, runs, metric, fig_dir / f"{metric}.png", x=x):
+            start = f", from {per} 1" if metric.endswith("acc") else (", log scale" if _log_scale(metric) else "")
             figures.append(
-                (f"{metric.replace('_', ' ')} per epoch (mean; band: min–max over seeds{start})", f"{metric}.png")
+                (f"{metric.replace('_', ' ')} per {per} (mean; band: min–max over seeds{start})", f"{metric}.png")
             )
     if _spectral_energy_figure(root, runs, fig_dir / "spectral_energy.png"):
         figures.append(("spectral energy during training (mean; band: min–max over seeds)", "spectral_energy.png"))
@@ -229,6 +255,10 @@ def publish(
         "## Figures",
         "",
         *(f"![{cap}]({name}/{file})\n\n*{cap}.*\n" for cap, file in figures),
+        "## The preset: what it runs and what differs from the study",
+        "",
+        *(f"> {line}" if line else ">" for line in preset_notes(preset)),
+        "",
         "## How this was run",
         "",
         f"- command: `{command}`",

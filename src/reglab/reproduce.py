@@ -1,4 +1,4 @@
-"""`reglab reproduce STUDY --scale quick|paper`: rerun one of the four seed studies.
+"""`reglab reproduce STUDY --scale quick|cpu|paper`: rerun one of the four seed studies.
 
 A preset is an ordinary sweep YAML (copy it, edit it, run it with `reglab sweep`) with one extra
 top-level block, `reproduce:`, that says how to read the results:
@@ -12,10 +12,12 @@ top-level block, `reproduce:`, that says how to read the results:
         - id: short-name
           text: the claim as the study states it
           kind: outcome | mechanism
-          metric: test_acc
+          metric: test_acc              # or NAME@STEP, plateau_step(NAME), ... (reglab.derived)
           expect: greater | less | equivalent   # a against b (equivalent: within +-margin)
+                | below | above         #   or every run of a against `value` (no b)
           a: [label, ...]               # the best of these settings (by select_by) stands for a
           b: [label, ...]
+          a_minus: label                # optional contrast: a - a_minus against b - b_minus
           select_by: val_acc            # optional; picks the best of a list (never the test metric)
           study_a: 0.973                # optional: the study's own numbers (study units; scale
           study_b: 0.969                #   converts ours to them), and min_steps: the regime
@@ -35,6 +37,7 @@ import pandas as pd
 
 from .aggregate import aggregate_seeds
 from .config import load_yaml
+from .derived import derive
 from .errors import ConfigError
 from .publish import markdown_table, publish
 from .report_table import format_mean_ci
@@ -42,7 +45,9 @@ from .verdicts import Verdict, judge_all, parse_claims
 
 PRESET_DIR = Path(__file__).parent / "presets"
 STUDIES = ("multiplicative", "energy", "autol2", "pathprox")
-SCALES = ("quick", "paper")
+SCALES = ("quick", "cpu", "paper")
+SAME_AS = {("energy", "cpu"): "paper"}
+"""Scales whose preset is another's: study 2's paper budget (10 epochs of MNIST) fits a CPU."""
 
 
 def preset_path(study: str, scale: str) -> Path:
@@ -50,7 +55,7 @@ def preset_path(study: str, scale: str) -> Path:
         raise ConfigError("STUDY", f"unknown study {study!r}", STUDIES)
     if scale not in SCALES:
         raise ConfigError("--scale", f"unknown scale {scale!r}", SCALES)
-    return PRESET_DIR / f"{study}_{scale}.yaml"
+    return PRESET_DIR / f"{study}_{SAME_AS.get((study, scale), scale)}.yaml"
 
 
 def load_preset(path: Path) -> tuple[dict, dict]:
@@ -78,13 +83,15 @@ def _fmt_value(v) -> str:
 def setting_label(row: dict, template: str) -> str:
     """Fill `{dotted.key}` (or `{dotted.key|default}`) fields of the template from a results row;
     an absent value prints as the default, or "none". `{dotted.key?text}` prints text when the
-    value is true and nothing otherwise (a flag that names a variant)."""
+    value is true and nothing otherwise (a flag that names a variant); `{dotted.key!text}` prints
+    text when the value is false (not when absent)."""
 
     def fill(m: re.Match) -> str:
         field = m.group(1)
-        if "?" in field:
-            key, _, text = field.partition("?")
-            return text if row.get(key.strip()) is True else ""
+        for mark, wanted in (("?", True), ("!", False)):
+            if mark in field:
+                key, _, text = field.partition(mark)
+                return text if row.get(key.strip()) is wanted else ""
         key, sep, default = field.partition("|")
         text = _fmt_value(row.get(key.strip()))
         return default if (text == "none" and sep) else text
@@ -113,13 +120,16 @@ def verdict_line(v: Verdict) -> str:
     head = f"[{c.id}, {c.kind}] {c.text}"
     if not v.a:
         return f"{head}: {v.verdict.upper()} ({'; '.join(v.notes)})"
-    parts = [f"{c.metric}: {v.a} {num(v.a_mean)} vs {v.b} {num(v.b_mean)}"]
+    if c.expect in ("below", "above"):
+        parts = [f"{c.metric}: {v.a} mean {num(v.a_mean)}, every run {c.expect} {c.value:g}?"]
+    else:
+        parts = [f"{c.metric}: {v.a} {num(v.a_mean)} vs {v.b} {num(v.b_mean)}"]
     if c.study_a is not None or c.study_b is not None:
         study = f"study: {num(c.study_a)} vs {num(c.study_b)}"
         if c.scale != 1.0:
             study += f" in its units (ours x{c.scale:g}: {num(c.scale * v.a_mean)} vs {num(c.scale * v.b_mean)})"
         parts.append(study + (f" ({c.study_note})" if c.study_note else ""))
-    if v.n >= 2:
+    if v.n >= 2 and not math.isnan(v.diff_mean):
         scale = 100.0 if pct else 1.0
         unit = " points" if pct else ""
         test = (
@@ -145,6 +155,7 @@ def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFr
     df = label_runs(df, meta["setting"])
     claims = parse_claims(meta)
     metrics = list(dict.fromkeys([*meta.get("metrics", []), *(c.metric for c in claims)]))
+    df = derive(df, metrics)
     ok = df[df["status"].isin(["done", "diverged"])]
     agg = aggregate_seeds(ok, metrics, by=["setting"])
     agg.attrs["runs"] = ok

@@ -68,7 +68,8 @@ def analyze_final(
 
     - margin.{split}.{kind}.median for every kind, margin.{split}.{kind}.mean for raw and norm_one;
     - prod_spectral_norm, prod_frobenius_norm, spectral_complexity (with margins);
-    - rank_rel.{layer}, effective_rank.{layer}, spectral_norm.{layer} (with spectra);
+    - rank_rel.{layer}, effective_rank.{layer}, spectral_norm.{layer}, and over all layers
+      rank_rel_sum, nuclear_norm_sum, frobenius_sq_sum (with spectra);
     - active_units_pct, active_units_pct_thresh, path_norm_total (sparsity, unit groups).
 
     `reference_weights` ({layer: initial weight}, see margins.weight_matrices) sets the reference
@@ -113,6 +114,8 @@ def analyze_final(
             scalars[f"spectral_norm.{row.layer}"] = float(row.spectral_norm)  # the largest singular value
         # Network-level sums: study 2's spectral energy is 2 x nuclear_norm_sum.
         scalars["nuclear_norm_sum"] = float(frame["nuclear_norm"].sum())
+        # Study 1's "weight rank" of a network: its layers' relative ranks added up.
+        scalars["rank_rel_sum"] = float(frame["rank_rel"].sum())
         scalars["frobenius_sq_sum"] = float((frame["frobenius_norm"] ** 2).sum())
 
     if cfg.sparsity:
