@@ -316,6 +316,41 @@ def _judge_universal(claim: Claim, runs: pd.DataFrame) -> Verdict:
     return v
 
 
+def _test_equivalence(claim: Claim, v: Verdict, se: float) -> None:
+    """TOST against ±margin: reproduced when the 95 % CI lies inside it."""
+    m, mean, dof = float(claim.margin or 0.0), v.diff_mean, v.n - 1
+    if se == 0:
+        v.p_value = 0.0 if abs(mean) < m else 1.0
+    else:
+        v.p_value = float(max(stats.t.sf((mean + m) / se, dof), stats.t.cdf((mean - m) / se, dof)))
+    if v.diff_lo > -m and v.diff_hi < m:
+        v.verdict = REPRODUCED
+    elif v.diff_lo >= m or v.diff_hi <= -m:
+        v.verdict = CONTRADICTED
+    else:
+        v.verdict = INCONCLUSIVE
+        v.notes.append(f"the 95 % CI does not fit inside the ±{m:g} margin ({claim.metric} units)")
+
+
+def _test_direction(claim: Claim, v: Verdict, sd: float, se: float) -> None:
+    """Paired two-sided t: reproduced / contradicted when the CI excludes 0 on one side."""
+    mean, dof = v.diff_mean, v.n - 1
+    v.p_value = (0.0 if mean != 0 else 1.0) if se == 0 else float(2 * stats.t.sf(abs(mean) / se, dof))
+    sign = 1 if claim.expect == "greater" else -1
+    if sign * v.diff_lo > 0 and sign * v.diff_hi > 0:
+        v.verdict = REPRODUCED
+    elif sign * v.diff_lo < 0 and sign * v.diff_hi < 0:
+        v.verdict = CONTRADICTED
+    else:
+        v.verdict = INCONCLUSIVE
+    v.detectable = _detectable(sd, v.n)
+    if sd == 0 and mean == 0:
+        v.notes.append(f"identical in every one of the {v.n} seed pairs")
+    effect = claim.study_diff
+    if v.verdict == INCONCLUSIVE and effect is not None:
+        v.seeds_needed = _seeds_needed(sd, effect)
+
+
 def _judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
     if claim.expect in UNIVERSAL:
         return _judge_universal(claim, runs)
@@ -345,35 +380,10 @@ def _judge(claim: Claim, runs: pd.DataFrame) -> Verdict:
     se = sd / math.sqrt(v.n)
     half = float(stats.t.ppf(1 - ALPHA / 2, v.n - 1)) * se
     v.diff_mean, v.diff_lo, v.diff_hi = mean, mean - half, mean + half
-    dof = v.n - 1
     if claim.expect == "equivalent":
-        m = float(claim.margin or 0.0)
-        if se == 0:
-            v.p_value = 0.0 if abs(mean) < m else 1.0
-        else:
-            v.p_value = float(max(stats.t.sf((mean + m) / se, dof), stats.t.cdf((mean - m) / se, dof)))
-        if v.diff_lo > -m and v.diff_hi < m:
-            v.verdict = REPRODUCED
-        elif v.diff_lo >= m or v.diff_hi <= -m:
-            v.verdict = CONTRADICTED
-        else:
-            v.verdict = INCONCLUSIVE
-            v.notes.append(f"the 95 % CI does not fit inside the ±{m:g} margin ({claim.metric} units)")
+        _test_equivalence(claim, v, se)
     else:
-        v.p_value = (0.0 if mean != 0 else 1.0) if se == 0 else float(2 * stats.t.sf(abs(mean) / se, dof))
-        sign = 1 if claim.expect == "greater" else -1
-        if sign * v.diff_lo > 0 and sign * v.diff_hi > 0:
-            v.verdict = REPRODUCED
-        elif sign * v.diff_lo < 0 and sign * v.diff_hi < 0:
-            v.verdict = CONTRADICTED
-        else:
-            v.verdict = INCONCLUSIVE
-        v.detectable = _detectable(sd, v.n)
-        if sd == 0 and mean == 0:
-            v.notes.append(f"identical in every one of the {v.n} seed pairs")
-        effect = claim.study_diff
-        if v.verdict == INCONCLUSIVE and effect is not None:
-            v.seeds_needed = _seeds_needed(sd, effect)
+        _test_direction(claim, v, sd, se)
     if claim.study_diff is not None:
         v.study_diff_inside = v.diff_lo <= claim.study_diff <= v.diff_hi
     return v
