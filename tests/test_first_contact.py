@@ -101,3 +101,29 @@ def test_one_budget_rule_for_yaml_and_the_command_line(tmp_path):
     spec.write_text("train: {epochs: 3}\n")
     cfg = load_config(str(spec), ["train.iterations=5"])
     assert cfg.train.iterations == 5 and cfg.train.epochs is None
+
+
+def test_command_line_overrides_win_over_every_variant(tmp_path):
+    """A preset's variants set their own budgets; `train.iterations=3` on the command line must
+    shorten all of them (it used to lose silently to each variant's own value)."""
+    from reglab.reproduce import load_preset, preset_path
+    from reglab.sweep import expand
+    from reglab.sweep.grid import build_spec, with_overrides
+
+    spec, _ = load_preset(preset_path("pathprox", "cpu"))
+    runs = expand(with_overrides(spec, ["train.iterations=3", "seed=0"]))
+    assert len(runs) == 4 and {r.config.train.iterations for r in runs} == {3}
+    # a plain sweep file with variants, through the CLI's reader
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "data: {dataset: synthetic}\nmodel: {name: mlp}\n"
+        "variants:\n  - {optim: {lr: 0.1}, train: {epochs: 5}}\n  - {optim: {lr: 0.2}, train: {iterations: 50}}\n"
+    )
+    runs = expand(build_spec(str(f), ["train.epochs=1"]))
+    assert sorted((r.config.optim.lr, r.config.train.epochs, r.config.train.iterations) for r in runs) == [
+        (0.1, 1, None),
+        (0.2, 1, None),
+    ]
+    # an axis on the command line is an axis in every variant
+    runs = expand(build_spec(str(f), ["train.epochs=1", "optim.lr=0.3,0.4"]))
+    assert sorted(r.config.optim.lr for r in runs) == [0.3, 0.4]  # the two variants now coincide

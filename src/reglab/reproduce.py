@@ -190,17 +190,16 @@ def reproduce(
 ) -> int:
     """Run (unless `train` is false) and judge a study's preset; with publish_dir also write its
     page (reglab.publish). Returns the exit status: 1 when a run failed or none finished."""
-    from .config import merge
     from .report_table import print_table
     from .results import load_runs
     from .store import atomic_write_bytes
     from .sweep import expand, run_sweep
-    from .sweep.grid import sweep_overrides
+    from .sweep.grid import with_overrides
     from .sweep.runner import preflight
 
     path = preset_path(study, scale)
     spec, meta = load_preset(path)
-    spec = merge(spec, sweep_overrides(overrides))
+    spec = with_overrides(spec, overrides)
     spec["output"] = str(root)
     if data_dir is not None:
         spec.setdefault("data", {})["dir"] = data_dir

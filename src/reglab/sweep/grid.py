@@ -228,6 +228,18 @@ def _validate_run(d: dict, axes: dict, variant: int | None) -> RunConfig:
         raise
 
 
+def with_overrides(spec: dict, overrides: list[str]) -> dict:
+    """`spec` with command-line key=a,b overrides applied to it and to each of its variants: what
+    is given on the command line wins over the file, a variant's own value included
+    (train.epochs=2 shortens every variant, also one that sets its own budget)."""
+    pairs = sweep_overrides(overrides)
+    out = merge(spec, pairs)
+    variants = out.get("variants")
+    if pairs and isinstance(variants, list):
+        out["variants"] = [merge(v, pairs) if isinstance(v, dict) else v for v in variants]
+    return out
+
+
 def build_spec(path: str | None, overrides: list[str]) -> dict:
     """A sweep spec from a YAML file and key=a,b overrides. A preset's `reproduce:` block says how
     `reglab reproduce` reads the results; a plain sweep has no use for it and leaves it aside."""
@@ -235,7 +247,16 @@ def build_spec(path: str | None, overrides: list[str]) -> dict:
 
     base = load_yaml(path) if path else {}
     base.pop("reproduce", None)
-    return merge(base, sweep_overrides(overrides))
+    return with_overrides(base, overrides)
 
 
-__all__ = ["PlannedRun", "RegularizerConfig", "build_spec", "expand", "find_axes", "split_top_level", "sweep_overrides"]
+__all__ = [
+    "PlannedRun",
+    "RegularizerConfig",
+    "build_spec",
+    "expand",
+    "find_axes",
+    "split_top_level",
+    "sweep_overrides",
+    "with_overrides",
+]
