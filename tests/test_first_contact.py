@@ -127,3 +127,30 @@ def test_command_line_overrides_win_over_every_variant(tmp_path):
     # an axis on the command line is an axis in every variant
     runs = expand(build_spec(str(f), ["train.epochs=1", "optim.lr=0.3,0.4"]))
     assert sorted(r.config.optim.lr for r in runs) == [0.3, 0.4]  # the two variants now coincide
+
+
+def test_a_reader_that_leaves_the_pipe_ends_reglab_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    seeds = ",".join(map(str, range(3000)))
+    cmd = [sys.executable, "-m", "reglab.cli", "sweep", "--dry-run", "data.dataset=synthetic", f"seed={seeds}"]
+    p = subprocess.Popen([*cmd, f"output={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline().startswith(b"sweep sweep: 3000 runs")
+    p.stdout.close()  # as `| head -1` does
+    err = p.stderr.read()
+    assert p.wait() == 141 and err == b"", err
+
+
+def test_a_dry_run_shows_what_tells_variants_apart(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "data: {dataset: synthetic}\nmodel: {name: mlp}\nseed: [0, 1]\n"
+        "variants:\n  - {optim: {name: sgd}}\n  - {optim: {name: adam}}\n"
+    )
+    res = CliRunner().invoke(cli, ["sweep", str(f), "--dry-run", f"output={tmp_path / 'runs'}"])
+    assert res.exit_code == 0, res.output
+    lines = [line.split(None, 1)[1] for line in res.output.splitlines()[1:]]
+    assert len(lines) == 4 and len(set(lines)) == 4, lines
+    assert "seed=0  optim.name=sgd" in lines[0]

@@ -307,3 +307,23 @@ def test_pool_workers_exit_when_the_sweep_is_killed(tmp_path):
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert all(RunDir(root / h).done for h in hashes)
+
+
+def test_the_sweep_display_counts_add_up_and_share_the_eta_among_workers(capsys):
+    from reglab.sweep.executors import Outcome
+    from reglab.sweep.progress import SweepDisplay
+
+    d = SweepDisplay("s", total=6, already_done=1, live=False, workers=2)
+    d.start(running=2, remaining=5)
+    assert "1 done (0 diverged), 0 failed, 2 running, 3 waiting (of 6), ETA ?" in capsys.readouterr().out
+    d.finished(Outcome(hash="a", status="done", wall=60.0))
+    assert "waiting" not in capsys.readouterr().out  # the line waits until the next run started
+    d.refresh(running=2)
+    line = capsys.readouterr().out.strip()
+    # 4 runs not finished, 60 s each, 2 at a time: 2 minutes
+    assert line.endswith("2 done (0 diverged), 0 failed, 2 running, 2 waiting (of 6), ETA 2m00s"), line
+    d.finished(Outcome(hash="b", status="diverged", wall=60.0))
+    d.refresh(running=1)
+    assert "3 done (1 diverged), 0 failed, 1 running, 2 waiting" in capsys.readouterr().out
+    d.stop()
+    assert capsys.readouterr().out.rstrip().endswith("s]")

@@ -100,6 +100,13 @@ def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
     assert res.summary["stopped_early"] and res.summary["restored_best"]
     assert res.summary["best_step"] == 1
     assert res.summary["steps"] == 3  # evals at steps 0,1,2,3: 2 without improvement after step 1
+    # one row per evaluation; the final metrics are the restored (best) weights', labelled with
+    # the best step, and equal that step's logged row (evaluation is deterministic)
+    evals = RunDir(res.path).evals()
+    assert [r["step"] for r in evals] == [0, 1, 2, 3]
+    final = res.summary["final"]
+    assert final["step"] == 1 and final["test_acc"] == evals[1]["test_acc"]
+    assert final["test_loss"] == pytest.approx(evals[1]["test_loss"], rel=1e-6)
     monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
     # The weights after exactly one step, trained independently:
     ref = run(small_config(tmp_path / "ref", "data.val_size=64", "train.iterations=1"))

@@ -309,7 +309,10 @@ def test_fallback_reasons(tmp_path, monkeypatch):
     assert "group of 1" in why[lone[0].hash]
     lines = describe_plan(groups, singles)
     assert lines[0].startswith("vectorized group of 2 runs") and "regularizers.0.lam" in lines[0] and "seed" in lines[0]
-    assert len(lines) == 1 + len(singles)
+    # one line per reason, not per run: bn, gradient_norm, early stopping, group of 1
+    assert len(lines) == 1 + len({w for _, w in singles}) == 5
+    bn_line = next(line for line in lines if "batch norm" in line)
+    assert bn_line.startswith("one by one (2 runs: ") and all(r.hash in bn_line for r in bn)
     # the size rule and splitting of large groups
     big = planned(tmp_path, [(s, 0.1, 0.0) for s in range(5)], "model.widths=[20,2000,600,4]")
     assert grouping.count_params(big[0].config) == 20 * 2000 + 2000 + 2000 * 600 + 600 + 600 * 4 + 4

@@ -53,6 +53,13 @@ class _Group(click.Group):
             sys.exit(e.exit_code)
         except UserError as e:
             _fail(e)
+        except BrokenPipeError:
+            # the reader went away (`reglab sweep ... --dry-run | head`): nothing to say to it;
+            # stdout goes to /dev/null so the interpreter's final flush does not fail again
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, as a shell reports a pipe's reader leaving
         except OSError as e:
             click.echo(f"error: {_os_error_message(e)}", err=True)
             sys.exit(2)
@@ -232,8 +239,8 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     axes = sorted({k for r in runs for k in r.axes})
     click.echo(f"sweep {sweep_name}: {len(runs)} runs under {root}" + (f", axes: {', '.join(axes)}" if axes else ""))
     if dry_run:
-        for r in runs:
-            click.echo(f"  {r.hash}  " + "  ".join(f"{k}={v}" for k, v in r.axes.items()))
+        for r, shown in zip(runs, _differences(runs)):
+            click.echo(f"  {r.hash}  " + "  ".join(f"{k}={v}" for k, v in shown.items()))
         return
     jobs = jobs or default_jobs()
     executor = executor or ("process" if jobs > 1 and len(runs) > 1 else "inline")
@@ -486,6 +493,18 @@ def demo(output: str) -> None:
     from .demo import run_demo
 
     run_demo(Path(output))
+
+
+def _differences(runs: list) -> list[dict]:
+    """For each planned run, every config value that is not the same in all of them (axes and
+    what variants set alike), so no two lines of a dry run read the same."""
+    from .config import canonical_dict
+    from .results import _flatten
+
+    flat = [_flatten(canonical_dict(r.config)) for r in runs]
+    keys = sorted({k for f in flat for k in f}, key=lambda k: (k != "seed", k))
+    varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    return [{k: f.get(k, "-") for k in varying} for f in flat]
 
 
 def main() -> None:

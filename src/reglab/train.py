@@ -391,6 +391,28 @@ class Trainer:
         return end_of_epoch and self.epoch % tc.eval_every == 0
 
     def _evaluate(self) -> dict:
+        """Measure the network now, log the row (evals.jsonl) and act on it (spectra during
+        training, snapshots, the best checkpoint)."""
+        s, tc = self.s, self.s.cfg.train
+        row = self._measure()
+        self.rd.append(self.rd.evals_path, [row])
+        self.n_evals += 1
+        ac = s.cfg.analysis
+        if ac.spectra_every is not None and (self.n_evals - 1) % ac.spectra_every == 0:
+            from .analysis import spectra_rows
+
+            (self.rd.path / "analysis").mkdir(exist_ok=True)
+            self.rd.append(self.rd.ranks_during_path, spectra_rows(s.model, self.step))
+        se = tc.snapshot_every
+        if se is not None and (self.n_evals - 1) % se == 0:
+            self.rd.save_checkpoint(f"snap_{self.step:08d}", {"model": s.model.state_dict(), "step": self.step})
+        self._last_eval = row
+        self._track_best(row)
+        return row
+
+    def _measure(self) -> dict:
+        """One evaluation row of the network as it is now (losses and accuracies per split,
+        lambdas, regularizer reports, monitors), without logging it."""
         s, tc = self.s, self.s.cfg.train
         d = s.data
         row: dict = {"step": self.step, "epoch": self.step / s.steps_per_epoch}
@@ -415,19 +437,6 @@ class Trainer:
         row.update(self._monitor_values())
         row["lr"] = s.optimizer.param_groups[0]["lr"]
         row["time"] = self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
-        self.rd.append(self.rd.evals_path, [row])
-        self.n_evals += 1
-        ac = s.cfg.analysis
-        if ac.spectra_every is not None and (self.n_evals - 1) % ac.spectra_every == 0:
-            from .analysis import spectra_rows
-
-            (self.rd.path / "analysis").mkdir(exist_ok=True)
-            self.rd.append(self.rd.ranks_during_path, spectra_rows(s.model, self.step))
-        se = tc.snapshot_every
-        if se is not None and (self.n_evals - 1) % se == 0:
-            self.rd.save_checkpoint(f"snap_{self.step:08d}", {"model": s.model.state_dict(), "step": self.step})
-        self._last_eval = row
-        self._track_best(row)
         return row
 
     @torch.no_grad()
@@ -543,8 +552,14 @@ class Trainer:
     def _final_metrics(self, restored: bool) -> dict:
         if self.diverged_at is not None:
             return {k: v for k, v in self._last_eval.items() if k not in ("time",)}
-        # Restored: the weights changed back to the best ones; measure them, do not reuse old rows.
-        row = self._evaluate() if restored else self._last_eval
+        if not restored:
+            return {k: v for k, v in self._last_eval.items() if k != "time"}
+        # Restored: the weights are the best evaluation's again. Measure them (the reports of
+        # stateful regularizers describe the whole run, not the best step) without logging a
+        # row: the log already holds the best step's row, and a second row at the stopping
+        # step would carry other weights' numbers.
+        row = self._measure()
+        row["step"], row["epoch"] = self.best_step, self.best_step / self.s.steps_per_epoch
         return {k: v for k, v in row.items() if k != "time"}
 
     # ------------------------------------------------------------------ resume

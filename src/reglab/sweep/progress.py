@@ -25,9 +25,13 @@ def eta_text(seconds: float | None) -> str:
 
 
 class SweepDisplay:
-    def __init__(self, name: str, total: int, already_done: int, live: bool = True):
+    """Counts that add up: done + failed + running + waiting = total (diverged runs are among
+    the done); the ETA shares the waiting and running runs among `workers`."""
+
+    def __init__(self, name: str, total: int, already_done: int, live: bool = True, workers: int = 1):
         self.name = name
         self.total = total
+        self.workers = max(1, workers)
         self.done = already_done
         self.failed = 0
         self.diverged = 0
@@ -36,20 +40,26 @@ class SweepDisplay:
         self.t0 = time.perf_counter()
         self.live_enabled = live and sys.stderr.isatty()
         self._live: Live | None = None
+        self._line_due = False
 
     @property
     def remaining(self) -> int:
+        """Runs not finished yet, the running ones included."""
         return self.total - self.done - self.failed
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.remaining - self.running)
 
     def eta(self) -> float | None:
         from .runner import eta_seconds
 
-        return eta_seconds(self.walls, self.remaining, max(1, self.running))
+        return eta_seconds(self.walls, self.remaining, max(self.workers, self.running))
 
     def line(self) -> str:
         return (
-            f"sweep {self.name}: {self.done} done, {self.failed} failed, {self.running} running, "
-            f"{self.remaining} remaining (of {self.total}), {self.diverged} diverged, ETA {eta_text(self.eta())}"
+            f"sweep {self.name}: {self.done} done ({self.diverged} diverged), {self.failed} failed, "
+            f"{self.running} running, {self.waiting} waiting (of {self.total}), ETA {eta_text(self.eta())}"
         )
 
     def start(self, running: int, remaining: int) -> None:
@@ -75,17 +85,22 @@ class SweepDisplay:
         if not self.live_enabled:
             extra = f": {out.error}" if out.error else ""
             print(f"  run {out.hash} {out.status} ({out.wall:.1f} s){extra}", flush=True)
-            print(self.line(), flush=True)
+            self._line_due = True  # printed by the next refresh, once the next run has started
 
     def refresh(self, running: int) -> None:
         self.running = running
         if self._live is not None:
             self._live.update(self.line())
+        elif self._line_due:
+            print(self.line(), flush=True)
+            self._line_due = False
 
     def stop(self) -> None:
+        """The final line, with the sweep's wall time since the display was made."""
         self.running = 0
+        self._line_due = False
         if self._live is not None:
-            self._live.update(self.line())
+            self._live.update(self.line() + f" [{eta_text(time.perf_counter() - self.t0)}]")
             self._live.stop()
         else:
-            print(self.line() + f" [{time.perf_counter() - self.t0:.1f} s]", flush=True)
+            print(self.line() + f" [{eta_text(time.perf_counter() - self.t0)}]", flush=True)

@@ -118,7 +118,13 @@ def run_sweep(
         for line in describe_plan(groups, singles):
             print(line, flush=True)
         todo = [r for r, _ in singles]
-    display = SweepDisplay(name, total=len(runs), already_done=len(runs) - len(todo) - sum(map(len, groups)), live=live)
+    display = SweepDisplay(
+        name,
+        total=len(runs),
+        already_done=len(runs) - len(todo) - sum(map(len, groups)),
+        live=live,
+        workers=jobs or 1,
+    )
     busy: list[dict] = []
     configs = [r.config.model_copy(update={"output": str(root)}).model_dump(mode="json") for r in todo]
     ex: Executor | None = None

@@ -218,7 +218,8 @@ def plan_groups(
 
 
 def describe_plan(groups: list[list], singles: list[tuple]) -> list[str]:
-    """Human-readable lines: one per group, one per run trained one by one with its reason."""
+    """Human-readable lines: one per group, and one per reason runs train one by one (with how
+    many and which: the hashes of up to 4, then a count)."""
     lines = []
     for g in groups:
         cfg = g[0].config
@@ -227,8 +228,13 @@ def describe_plan(groups: list[list], singles: list[tuple]) -> list[str]:
             f"vectorized group of {len(g)} runs ({cfg.model.name} {cfg.model.widths or ''} on {cfg.data.dataset}, "
             f"batch {cfg.train.batch_size}; varying: {', '.join(varying) or 'nothing'}): {' '.join(r.hash for r in g)}"
         )
+    by_reason: dict[str, list[str]] = {}
     for r, why in singles:
-        lines.append(f"one by one: {r.hash}: {why}")
+        # the parameter count differs between models; the reason's kind is what repeats
+        by_reason.setdefault(why, []).append(r.hash)
+    for why, hashes in by_reason.items():
+        shown = " ".join(hashes[:4]) + (f" and {len(hashes) - 4} more" if len(hashes) > 4 else "")
+        lines.append(f"one by one ({len(hashes)} run{'s' if len(hashes) > 1 else ''}: {shown}): {why}")
     return lines
 
 
