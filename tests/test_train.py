@@ -325,3 +325,43 @@ def test_each_regularizer_changes_training(tmp_path, case):
     w1 = torch.load(RunDir(res.path).ckpt("final"), weights_only=True)["model"]
     moved = max(float((w0[k] - w1[k]).abs().max()) for k in w0)
     assert moved > 1e-4, f"{case} did not change the trained weights"
+
+
+@pytest.mark.parametrize("epochs, expect_drops", [(10, [3, 6, 9]), (20, [6, 12, 18])])
+def test_milestones_as_fractions_of_the_budget(tmp_path, epochs, expect_drops):
+    """The WRN schedule (x0.2 at 30/60/90 % of training) from one config at any budget."""
+    over = [
+        f"train.epochs={epochs}",
+        "lr_schedule.name=multistep",
+        "lr_schedule.milestone_fractions=[0.3,0.6,0.9]",
+        "lr_schedule.gamma=0.2",
+        "analysis.margins=false",
+        "analysis.spectra=false",
+    ]
+    res = run(small_config(tmp_path / str(epochs), *over))
+    per_epoch = {r["epoch"]: r["lr"] for r in RunDir(res.path).steps()}
+    expect = {e: 0.1 * 0.2 ** sum(e >= m for m in expect_drops) for e in range(epochs)}
+    assert per_epoch == pytest.approx(expect)
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        (["lr_schedule.milestone_fractions=[0.3,1.2]"], "strictly between 0 and 1"),
+        (["lr_schedule.milestone_fractions=[0.6,0.3]"], "must be increasing"),
+        (["lr_schedule.milestones=[2]", "lr_schedule.milestone_fractions=[0.5]"], "not both"),
+    ],
+)
+def test_milestone_fractions_are_checked(tmp_path, over, message):
+    from reglab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        small_config(tmp_path, "lr_schedule.name=multistep", *over)
+
+
+def test_milestone_fractions_too_close_for_a_short_budget_are_refused(tmp_path):
+    from reglab.errors import ConfigError
+
+    cfg = small_config(tmp_path, "lr_schedule.name=multistep", "lr_schedule.milestone_fractions=[0.3,0.35]")
+    with pytest.raises(ConfigError, match=r"lr_schedule\.milestone_fractions: .* coincide"):
+        run(cfg)  # 2 epochs: both round to epoch 1

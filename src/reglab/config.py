@@ -148,9 +148,23 @@ class LRScheduleConfig(_Strict):
     eta_min: float = Field(0.0, ge=0)
     milestones: list[int] = Field(default_factory=list)
     """multistep: epochs (or iterations when unit=iteration) where lr is multiplied by gamma."""
+    milestone_fractions: list[float] = Field(default_factory=list)
+    """multistep: milestones as fractions of the budget, each in (0, 1) (the WRN schedule:
+    [0.3, 0.6, 0.9]), so one config serves every budget; instead of `milestones`."""
     gamma: float = Field(0.1, gt=0)
     unit: Literal["epoch", "iteration"] = "epoch"
     """How often the schedule steps."""
+
+    @model_validator(mode="after")
+    def _one_kind_of_milestones(self):
+        if self.milestone_fractions and self.milestones:
+            raise ValueError("give milestones or milestone_fractions, not both")
+        bad = [f for f in self.milestone_fractions if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"milestone_fractions must lie strictly between 0 and 1, got {bad[0]}")
+        if sorted(self.milestone_fractions) != self.milestone_fractions:
+            raise ValueError("milestone_fractions must be increasing")
+        return self
 
 
 class EarlyStoppingConfig(_Strict):
@@ -335,7 +349,7 @@ class RunConfig(_Strict):
 NON_IDENTITY_FIELDS: tuple[str, ...] = ("name", "output", "device", "data.dir", "train.progress")
 
 # Fields added since 0.1.0 -> the value that reproduces 0.1.0's computation.
-IDENTITY_DEFAULTS: dict[str, Any] = {"analysis.monitors": []}
+IDENTITY_DEFAULTS: dict[str, Any] = {"analysis.monitors": [], "lr_schedule.milestone_fractions": []}
 
 _ABSENT = object()
 

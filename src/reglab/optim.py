@@ -23,6 +23,18 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
+def fraction_milestones(fractions: list[float], horizon: int) -> list[int]:
+    """Milestones at round(f * horizon) schedule steps; refused when two coincide (the budget is
+    too short to tell them apart)."""
+    milestones = [max(1, round(f * horizon)) for f in fractions]
+    if len(set(milestones)) != len(milestones):
+        raise ConfigError(
+            "lr_schedule.milestone_fractions",
+            f"{fractions} of a {horizon}-step schedule give the milestones {milestones}, which coincide",
+        )
+    return milestones
+
+
 def build_lr_schedule(
     cfg: LRScheduleConfig, optimizer: torch.optim.Optimizer, base_lr: float, horizon: int
 ) -> LRScheduler | None:
@@ -42,5 +54,8 @@ def build_lr_schedule(
     if cfg.name == "multistep":
         if sorted(cfg.milestones) != list(cfg.milestones):
             raise ConfigError("lr_schedule.milestones", "must be increasing")
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+        milestones = list(cfg.milestones)
+        if cfg.milestone_fractions:
+            milestones = fraction_milestones(cfg.milestone_fractions, horizon)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
