@@ -365,3 +365,40 @@ def test_milestone_fractions_too_close_for_a_short_budget_are_refused(tmp_path):
     cfg = small_config(tmp_path, "lr_schedule.name=multistep", "lr_schedule.milestone_fractions=[0.3,0.35]")
     with pytest.raises(ConfigError, match=r"lr_schedule\.milestone_fractions: .* coincide"):
         run(cfg)  # 2 epochs: both round to epoch 1
+
+
+def test_abort_rules_stop_a_run_that_is_not_learning(tmp_path, monkeypatch):
+    """Study 1's rules: below X after N epochs, and accuracy exactly 0 (scripted)."""
+    base = ["train.epochs=4", "analysis.margins=false", "analysis.spectra=false"]
+    # 8 steps an epoch, an evaluation each epoch; synthetic test accuracy stays below 0.99
+    res = run(small_config(tmp_path / "below", *base, "train.abort={below: 0.99, after_epochs: 2}"))
+    assert res.status == "done" and res.summary["stopped_early"] and res.summary["steps"] == 16
+    assert res.summary["stop_reason"].startswith("aborted: test accuracy") and "after 2 epochs" in res.summary["stop_reason"]
+    assert [r["step"] for r in RunDir(res.path).evals()] == [0, 8, 16]
+    # exactly 0 on the second evaluation; early stopping configured too, but an abort restores nothing
+    real = train_mod.evaluate
+    calls = {"test": 0}
+
+    def scripted(model, x, y, loss_fn, task, bs):
+        m = real(model, x, y, loss_fn, task, bs)
+        if x.shape[0] == 128:  # the test split
+            calls["test"] += 1
+            if calls["test"] == 2:
+                m["acc"] = 0.0
+        return m
+
+    monkeypatch.setattr(train_mod, "evaluate", scripted)
+    over = [*base, "train.abort={}", "data.val_size=64", "train.early_stopping.patience=3"]
+    res = run(small_config(tmp_path / "zero", *over))
+    # 192 training examples after the validation split: 6 steps an epoch
+    assert res.summary["steps"] == 6 and res.summary["stop_reason"] == "aborted: test accuracy 0 at step 6"
+    assert not res.summary["restored_best"]
+
+
+def test_abort_on_validation_needs_a_validation_set(tmp_path):
+    from reglab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.abort\.split: val needs a validation set"):
+        run(small_config(tmp_path, "train.abort={split: val}"))
+    with pytest.raises(ConfigError, match="below and after_epochs go together"):
+        small_config(tmp_path, "train.abort={below: 0.6}")

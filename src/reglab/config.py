@@ -175,6 +175,27 @@ class EarlyStoppingConfig(_Strict):
     restore_best: bool = True
 
 
+class AbortConfig(_Strict):
+    """Study 1's early-abort rules, checked at each evaluation: stop a run that is not learning.
+    The run ends like an early stop (status done, `stop_reason` in its summary), with its
+    current weights."""
+
+    split: Literal["train", "val", "test"] = "test"
+    """The split whose accuracy the rules read (study 1 read test)."""
+    zero_accuracy: bool = True
+    """Stop when the accuracy is exactly 0."""
+    below: float | None = Field(None, gt=0, le=1)
+    """Stop when the accuracy is below this fraction ... """
+    after_epochs: float | None = Field(None, ge=0)
+    """... once at least this many epochs have passed (study 1: below 0.6 after 50)."""
+
+    @model_validator(mode="after")
+    def _below_needs_a_time(self):
+        if (self.below is None) != (self.after_epochs is None):
+            raise ValueError("below and after_epochs go together (stop when below X after N epochs)")
+        return self
+
+
 class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     epochs: float | None = Field(None, gt=0)
@@ -196,6 +217,8 @@ class TrainConfig(_Strict):
     """Keep the weights every this many evaluations (checkpoints/snap_<step>.pt): the trajectory
     that PCA landscape directions are computed from."""
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    abort: AbortConfig | None = None
+    """Early-abort rules (study 1); None: none."""
     progress: bool = True
 
     @model_validator(mode="after")
@@ -349,7 +372,7 @@ class RunConfig(_Strict):
 NON_IDENTITY_FIELDS: tuple[str, ...] = ("name", "output", "device", "data.dir", "train.progress")
 
 # Fields added since 0.1.0 -> the value that reproduces 0.1.0's computation.
-IDENTITY_DEFAULTS: dict[str, Any] = {"analysis.monitors": [], "lr_schedule.milestone_fractions": []}
+IDENTITY_DEFAULTS: dict[str, Any] = {"analysis.monitors": [], "lr_schedule.milestone_fractions": [], "train.abort": None}
 
 _ABSENT = object()
 

@@ -106,6 +106,11 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     horizon = total if cfg.lr_schedule.unit == "iteration" else math.ceil(total / steps_per_epoch)
     lr_sched = build_lr_schedule(cfg.lr_schedule, optimizer, cfg.optim.lr, horizon)
 
+    if cfg.train.abort is not None and cfg.train.abort.split == "val" and data.x_val is None:
+        raise ConfigError(
+            "train.abort.split",
+            "val needs a validation set: set data.val_fraction, data.val_size or data.rest_as_validation",
+        )
     if cfg.train.early_stopping.patience is not None and data.x_val is None:
         raise ConfigError(
             "train.early_stopping.patience",
@@ -243,6 +248,8 @@ class Trainer:
         self.evals_since_best = 0
         self.n_evals = 0
         self.stopped_early = False
+        self.stop_reason: str | None = None
+        """Why training stopped before its budget: early stopping, or an abort rule."""
         self.diverged_at: int | None = None
         self.elapsed = 0.0
         self._pending: list[tuple[int, int, float, tuple[float, ...], torch.Tensor]] = []
@@ -408,6 +415,7 @@ class Trainer:
             self.rd.save_checkpoint(f"snap_{self.step:08d}", {"model": s.model.state_dict(), "step": self.step})
         self._last_eval = row
         self._track_best(row)
+        self._check_abort(row)
         return row
 
     def _measure(self) -> dict:
@@ -480,6 +488,26 @@ class Trainer:
             self.evals_since_best += 1
             if es.patience is not None and self.evals_since_best >= es.patience:
                 self.stopped_early = True
+                self.stop_reason = f"early stopping: {es.patience} evaluations without improvement of {name}"
+
+    def _check_abort(self, row: dict) -> None:
+        """train.abort: stop a run that is not learning (study 1's rules), keeping its weights."""
+        ab = self.s.cfg.train.abort
+        if ab is None or self.stopped_early:
+            return
+        acc = row.get(f"{ab.split}_acc")
+        if acc is None:
+            return
+        epochs = self.step / self.s.steps_per_epoch
+        if ab.zero_accuracy and acc == 0.0:
+            self.stop_reason = f"aborted: {ab.split} accuracy 0 at step {self.step}"
+        elif ab.below is not None and ab.after_epochs is not None and epochs >= ab.after_epochs and acc < ab.below:
+            self.stop_reason = (
+                f"aborted: {ab.split} accuracy {acc:.4f} < {ab.below} after {epochs:g} epochs (step {self.step})"
+            )
+        else:
+            return
+        self.stopped_early = True
 
     # ------------------------------------------------------------------ end of run
     def _finish(self) -> dict:
@@ -487,7 +515,14 @@ class Trainer:
         status = "diverged" if self.diverged_at is not None else "done"
         restored = False
         es = cfg.train.early_stopping
-        if status == "done" and es.patience is not None and es.restore_best and self.best_state is not None:
+        aborted = (self.stop_reason or "").startswith("aborted")
+        if (
+            status == "done"
+            and not aborted
+            and es.patience is not None
+            and es.restore_best
+            and self.best_state is not None
+        ):
             s.model.load_state_dict(self.best_state)
             restored = True
         final = self._final_metrics(restored)
@@ -502,6 +537,7 @@ class Trainer:
             "steps_per_epoch": s.steps_per_epoch,
             "diverged_step": self.diverged_at,
             "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
             "restored_best": restored,
             "best_step": self.best_step,
             "best_metric": self._selection(self._last_eval)[0] if self._last_eval else None,
@@ -589,6 +625,7 @@ class Trainer:
             "elapsed": self.elapsed + run_elapsed,
             "last_eval": self._last_eval,
             "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
             "diverged_at": self.diverged_at,
             "trained_by": self.trained_by,
         }
@@ -626,6 +663,7 @@ class Trainer:
         self.elapsed = ck["elapsed"]
         self._last_eval = ck["last_eval"]
         self.stopped_early = ck.get("stopped_early", False)  # absent in checkpoints of reglab <= 0.1.0
+        self.stop_reason = ck.get("stop_reason")
         self.diverged_at = ck.get("diverged_at")
         self.trained_by = list(ck.get("trained_by", []))
         self.rd.truncate_logs(self.step)

@@ -10,7 +10,7 @@ A run falls back to one-by-one training (`train.run`) when (first reason that ap
 
 - batch norm: running statistics are buffers updated in the forward pass, which the group does
   not carry per model;
-- early stopping: each run would stop at its own step;
+- early stopping or abort rules: each run would stop at its own step;
 - augmentation: random crops drawn per run from the run's own generator;
 - a regularizer outside `VMAPPABLE` (gradient_norm and jacobian_nuclear call autograd.grad or
   draw random numbers inside the penalty; graph_energy is untested under vmap);
@@ -153,6 +153,8 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool 
         return "model.batch_norm: batch norm keeps running statistics (buffers), not carried per model in a group"
     if cfg.train.early_stopping.patience is not None:
         return "train.early_stopping: each run would stop at its own step"
+    if cfg.train.abort is not None:
+        return "train.abort: each run would stop at its own step"
     if cfg.data.augment:
         return "data.augment: augmentation draws random crops per run"
     for i, r in enumerate(cfg.regularizers):
