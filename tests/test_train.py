@@ -373,7 +373,10 @@ def test_abort_rules_stop_a_run_that_is_not_learning(tmp_path, monkeypatch):
     # 8 steps an epoch, an evaluation each epoch; synthetic test accuracy stays below 0.99
     res = run(small_config(tmp_path / "below", *base, "train.abort={below: 0.99, after_epochs: 2}"))
     assert res.status == "done" and res.summary["stopped_early"] and res.summary["steps"] == 16
-    assert res.summary["stop_reason"].startswith("aborted: test accuracy") and "after 2 epochs" in res.summary["stop_reason"]
+    assert (
+        res.summary["stop_reason"].startswith("aborted: test accuracy")
+        and "after 2 epochs" in res.summary["stop_reason"]
+    )
     assert [r["step"] for r in RunDir(res.path).evals()] == [0, 8, 16]
     # exactly 0 on the second evaluation; early stopping configured too, but an abort restores nothing
     real = train_mod.evaluate

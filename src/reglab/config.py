@@ -372,7 +372,11 @@ class RunConfig(_Strict):
 NON_IDENTITY_FIELDS: tuple[str, ...] = ("name", "output", "device", "data.dir", "train.progress")
 
 # Fields added since 0.1.0 -> the value that reproduces 0.1.0's computation.
-IDENTITY_DEFAULTS: dict[str, Any] = {"analysis.monitors": [], "lr_schedule.milestone_fractions": [], "train.abort": None}
+IDENTITY_DEFAULTS: dict[str, Any] = {
+    "analysis.monitors": [],
+    "lr_schedule.milestone_fractions": [],
+    "train.abort": None,
+}
 
 _ABSENT = object()
 
