@@ -99,3 +99,34 @@ def test_console_script_exit_status(tmp_path):
         pytest.skip("console script not installed (pip install -e .)")
     p = subprocess.run([str(exe), "train", "optim.lr=zero", "--output", str(tmp_path)], capture_output=True, text=True)
     assert p.returncode == 2 and "optim.lr" in p.stderr
+
+
+def test_runs_by_setting_aggregates_seeds_sorts_and_names_the_best(tmp_path):
+    """Two learning rates x three seeds: one row per rate, mean ± CI of test accuracy computed
+    here from the runs' own final metrics, best first, and the best named."""
+    import math
+
+    from scipy import stats
+
+    from reglab.results import load_runs
+
+    out = tmp_path / "runs"
+    r = CliRunner().invoke(cli, ["sweep", *SMALL, "optim.lr=0.01,0.3", "seed=0,1,2", f"output={out}", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    df = load_runs(out)
+    acc = {lr: df[df["optim.lr"] == lr]["test_acc"].to_numpy() for lr in (0.01, 0.3)}
+    mean = {lr: v.mean() for lr, v in acc.items()}
+    half = {lr: stats.t.ppf(0.975, 2) * v.std(ddof=1) / math.sqrt(3) for lr, v in acc.items()}
+    top = max(mean, key=mean.get)
+    r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--by-setting", "--sort", "test_acc", "--best", "test_acc"])
+    assert r.exit_code == 0, r.output
+    assert "2 settings, mean ± 95% CI over seeds" in r.output
+    body = [line for line in r.output.splitlines() if "│" in line and ("0.01" in line or "0.3" in line)]
+    assert str(top) in body[0]  # best first
+    assert f"{100 * mean[top]:.2f} ± {100 * half[top]:.2f}" in body[0]
+    assert f"best by test_acc (highest): optim.lr={top}: {100 * mean[top]:.2f} ± {100 * half[top]:.2f} (n=3)" in r.output
+    # a metric with no obvious direction must say it; an unknown one is named
+    r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--best", "train_acc_gap"])
+    assert r.exit_code == 2 and "--best: no finished run has 'train_acc_gap'" in r.output
+    r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--best", "epochs"])
+    assert r.exit_code == 2 and "epochs:max or epochs:min" in r.output

@@ -444,11 +444,30 @@ def data(data_dir: str | None) -> None:
 @click.option(
     "--all-columns", is_flag=True, help="Show every column, not only the varying config values and main metrics."
 )
-def runs(root: str, sweep_name: str | None, export: str | None, all_columns: bool) -> None:
+@click.option(
+    "--by-setting",
+    is_flag=True,
+    help="One row per setting (runs that differ only in the seed): mean ± 95% CI over its finished runs.",
+)
+@click.option("--sort", "sort_by", default=None, help="Order rows by this metric (best first; see --best).")
+@click.option(
+    "--best",
+    default=None,
+    help="Name the best setting by METRIC[:max|min] (default max for accuracies, min for losses).",
+)
+def runs(
+    root: str,
+    sweep_name: str | None,
+    export: str | None,
+    all_columns: bool,
+    by_setting: bool,
+    sort_by: str | None,
+    best: str | None,
+) -> None:
     """Print a table of the runs under a results root."""
     import warnings
 
-    from .report_table import print_runs_table
+    from .report_table import print_runs_table, print_settings_table
     from .results import load_runs, provenance_notes
 
     with warnings.catch_warnings():
@@ -456,10 +475,23 @@ def runs(root: str, sweep_name: str | None, export: str | None, all_columns: boo
         df = load_runs(root, sweep=sweep_name)
     if df.empty:
         click.echo(f"no runs under {root}")
+    elif by_setting or best:
+        agg = print_settings_table(df, sort_by=sort_by, best=best, show=by_setting or not best)
+        if export:
+            _export(agg, export)
+            click.echo(f"wrote {export}")
     else:
         if export:
             _export(df, export)
             click.echo(f"wrote {export}")
+        if sort_by is not None:
+            from .report_table import metric_direction
+
+            if sort_by not in df.columns:
+                from .errors import ConfigError
+
+                raise ConfigError("--sort", f"no run has {sort_by!r}")
+            df = df.sort_values(sort_by, ascending=metric_direction(sort_by, "--sort") == "min", na_position="last")
         print_runs_table(df, all_columns=all_columns)
     for d in df.attrs.get("damaged", []):
         click.echo(f"damaged run {d['path']}: {d['why']}; left out", err=True)

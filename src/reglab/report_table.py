@@ -46,6 +46,73 @@ def print_runs_table(df: pd.DataFrame, all_columns: bool = False) -> None:
     print_table(shown, title=f"{len(df)} runs")
 
 
+def metric_direction(spec: str, where: str) -> str:
+    """ "max" or "min" for a metric spec NAME[:max|min]: accuracies are best high, losses low; any
+    other metric needs its direction spelled out."""
+    name, _, direction = spec.partition(":")
+    if direction:
+        if direction not in ("max", "min"):
+            from .errors import ConfigError
+
+            raise ConfigError(where, f"unknown direction {direction!r}", ["max", "min"])
+        return direction
+    if name.endswith("acc"):
+        return "max"
+    if name.endswith("loss"):
+        return "min"
+    from .errors import ConfigError
+
+    raise ConfigError(where, f"say whether {name} is best high or low: {name}:max or {name}:min")
+
+
+def print_settings_table(df: pd.DataFrame, sort_by: str | None, best: str | None, show: bool = True) -> pd.DataFrame:
+    """One row per setting (runs differing only in the seed, finished ones): n and mean ± 95% CI
+    of the main metrics and of the sort/best metrics; optionally sorted best first, and a line
+    naming the best setting. Returns the aggregated frame."""
+    from .aggregate import aggregate_seeds
+    from .errors import ConfigError
+    from .results import varying_columns
+
+    finished = df[df["status"] == "done"]
+    if finished.empty:
+        raise ConfigError("--by-setting", "no finished run to aggregate")
+    wanted = [m.partition(":")[0] for m in (sort_by, best) if m]
+    for m, flag in zip(wanted, [f for f, v in (("--sort", sort_by), ("--best", best)) if v]):
+        if m not in finished.columns:
+            raise ConfigError(flag, f"no finished run has {m!r}")
+    metrics = list(dict.fromkeys([*(m for m in MAIN_METRICS if m in finished.columns), *wanted]))
+    by = [c for c in varying_columns(df) if c != "seed"]
+    agg = aggregate_seeds(finished, metrics, by=by)
+    if sort_by:
+        name = sort_by.partition(":")[0]
+        agg = agg.sort_values(
+            f"{name}_mean", ascending=metric_direction(sort_by, "--sort") == "min", na_position="last"
+        )
+    if show:
+        table = agg[by].rename(columns=lambda c: c.replace("regularizers.", "reg.").replace(".schedule.", ".sched."))
+        table.insert(len(by), "n", agg["n"].to_numpy())
+        for m in metrics:
+            scale = 100.0 if m.endswith("acc") else 1.0
+            cells = [
+                format_mean_ci(a, c, scale, 2 if scale == 100 else 4)
+                for a, c in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])
+            ]
+            table[f"{m} (%)" if scale == 100 else m] = cells
+        print_table(table, title=f"{len(agg)} settings, mean ± 95% CI over seeds")
+    if best:
+        name = best.partition(":")[0]
+        pick_max = metric_direction(best, "--best") == "max"
+        means = agg[f"{name}_mean"]
+        if means.notna().any():
+            i = means.idxmax() if pick_max else means.idxmin()
+            row = agg.loc[i]
+            label = ", ".join(f"{c}={row[c]}" for c in by) or "the only setting"
+            scale = 100.0 if name.endswith("acc") else 1.0
+            value = format_mean_ci(row[f"{name}_mean"], row[f"{name}_ci95"], scale, 2 if scale == 100 else 4)
+            print(f"best by {name} ({'highest' if pick_max else 'lowest'}): {label}: {value} (n={int(row['n'])})")
+    return agg
+
+
 def format_mean_ci(mean: float, half: float, scale: float = 1.0, digits: int = 2) -> str:
     """mean ± half-width with `digits` decimals; values too small for that (|x| < 10^-digits)
     switch to 3 significant digits, so a margin of 2e-6 does not print as 0.0000."""
