@@ -118,13 +118,15 @@ def test_runs_by_setting_aggregates_seeds_sorts_and_names_the_best(tmp_path):
     mean = {lr: v.mean() for lr, v in acc.items()}
     half = {lr: stats.t.ppf(0.975, 2) * v.std(ddof=1) / math.sqrt(3) for lr, v in acc.items()}
     top = max(mean, key=mean.get)
-    r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--by-setting", "--sort", "test_acc", "--best", "test_acc"])
+    args = ["runs", "--root", str(out), "--by-setting", "--sort", "test_acc", "--best", "test_acc"]
+    r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert "2 settings, mean ± 95% CI over seeds" in r.output
     body = [line for line in r.output.splitlines() if "│" in line and ("0.01" in line or "0.3" in line)]
     assert str(top) in body[0]  # best first
     assert f"{100 * mean[top]:.2f} ± {100 * half[top]:.2f}" in body[0]
-    assert f"best by test_acc (highest): optim.lr={top}: {100 * mean[top]:.2f} ± {100 * half[top]:.2f} (n=3)" in r.output
+    named = f"best by test_acc (highest): optim.lr={top}: {100 * mean[top]:.2f} ± {100 * half[top]:.2f} (n=3)"
+    assert named in r.output
     # a metric with no obvious direction must say it; an unknown one is named
     r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--best", "train_acc_gap"])
     assert r.exit_code == 2 and "--best: no finished run has 'train_acc_gap'" in r.output
