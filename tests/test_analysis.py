@@ -448,7 +448,7 @@ def test_analyze_final_respects_switches(tmp_path):
     cfg = AnalysisConfig(margins=False, spectra=True, sparsity=True, hidden_margins=False)
     scalars = analyze_final(model, data, cfg, tmp_path / "a", step=0)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["ranks.csv", "singular_values.npz", "sparsity.json"]
+    assert names == ["classification.json", "misclassified.npz", "ranks.csv", "singular_values.npz", "sparsity.json"]
     assert json.loads((tmp_path / "a" / "sparsity.json").read_text())["has_unit_groups"] is False
     assert set(scalars) == {
         "rank_rel.fc",
@@ -457,6 +457,10 @@ def test_analyze_final_respects_switches(tmp_path):
         "nuclear_norm_sum",
         "frobenius_sq_sum",
         "rank_rel_sum",
+        "f1.train",
+        "f1.test",
+        "confidence.train",
+        "confidence.test",
     }
     w = model.fc.weight.detach().double()
     sv = torch.linalg.svdvals(w)
@@ -464,3 +468,33 @@ def test_analyze_final_respects_switches(tmp_path):
     assert scalars["nuclear_norm_sum"] == pytest.approx(float(torch.linalg.svdvals(w).sum()), rel=1e-5)
     assert scalars["frobenius_sq_sum"] == pytest.approx(float((w**2).sum()), rel=1e-5)
     assert scalars["spectral_norm.fc"] == pytest.approx(float(torch.linalg.svdvals(w).max()), rel=1e-5)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_classification_report_matches_sklearn(binary, tmp_path):
+    """Confusion matrix, F1 (binary: positive class; classes: macro) and misclassified indices
+    against scikit-learn on the same predictions; binary confidence = mean |f(x)|."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from reglab.analysis.classification import classification_report
+
+    if binary:
+        data, model = binary_task(), binary_linear(5)
+    else:
+        data, model = class_task(), relu_mlp(bias=True)
+    rep = classification_report(model, data)
+    with torch.no_grad():
+        f = model(data.x_test)
+    truth = data.y_test.numpy()
+    if binary:
+        pred = torch.sign(f).numpy()
+        labels = [-1, 1]
+        f1 = f1_score(truth, pred, pos_label=1, labels=labels, average="binary")
+        assert rep["test"]["confidence"] == pytest.approx(float(f.abs().mean()), rel=1e-6)
+    else:
+        pred = f.argmax(-1).numpy()
+        labels = list(range(f.shape[-1]))
+        f1 = f1_score(truth, pred, average="macro", labels=sorted(set(truth) | set(pred)))
+    assert rep["test"]["confusion"] == confusion_matrix(truth, pred, labels=labels).tolist()
+    assert rep["test"]["f1"] == pytest.approx(f1)
+    assert rep["test"]["misclassified"].tolist() == np.flatnonzero(pred != truth).tolist()

@@ -10,6 +10,8 @@ part is enabled in `AnalysisConfig`):
     hidden_margins.npz        (hidden_margins) "distance/{split}/{layer}" and "normalized/{split}/{layer}"
     ranks.csv                 (spectra) layer_spectra() with a leading step column
     singular_values.npz       (spectra) layer name -> singular values (float64)
+    classification.json       per split: classes, confusion matrix, F1, (binary) confidence mean |f|
+    misclassified.npz         split -> indices of the misclassified examples (classification.py)
     sparsity_units.csv        (sparsity, unit groups only) one row per unit
     sparsity.json             (sparsity) the summary of unit_sparsity() (or a note: no unit groups)
 
@@ -31,6 +33,7 @@ from ..config import AnalysisConfig
 from ..data import TaskData
 from ..store import atomic_write_bytes, atomic_write_json
 from ._common import SPLITS
+from .classification import classification_report
 from .hidden_margins import hidden_margins
 from .margins import compute_margins, summarize
 from .sparsity import unit_sparsity
@@ -70,7 +73,8 @@ def analyze_final(
     - prod_spectral_norm, prod_frobenius_norm, spectral_complexity (with margins);
     - rank_rel.{layer}, effective_rank.{layer}, spectral_norm.{layer}, and over all layers
       rank_rel_sum, nuclear_norm_sum, frobenius_sq_sum (with spectra);
-    - active_units_pct, active_units_pct_thresh, path_norm_total (sparsity, unit groups).
+    - active_units_pct, active_units_pct_thresh, path_norm_total (sparsity, unit groups);
+    - f1.{split} and, for binary tasks, confidence.{split} (always).
 
     `reference_weights` ({layer: initial weight}, see margins.weight_matrices) sets the reference
     matrices M_ℓ of the spectral complexity; None means M_ℓ = 0. `include_bias` counts each unit's
@@ -117,6 +121,17 @@ def analyze_final(
         # Study 1's "weight rank" of a network: its layers' relative ranks added up.
         scalars["rank_rel_sum"] = float(frame["rank_rel"].sum())
         scalars["frobenius_sq_sum"] = float((frame["frobenius_norm"] ** 2).sum())
+
+    report = classification_report(model, data)
+    atomic_write_json(
+        out_dir / "classification.json",
+        {split: {k: v for k, v in e.items() if k != "misclassified"} for split, e in report.items()},
+    )
+    _write_npz(out_dir / "misclassified.npz", {split: e["misclassified"] for split, e in report.items()})
+    for split, e in report.items():
+        scalars[f"f1.{split}"] = e["f1"]
+        if "confidence" in e:
+            scalars[f"confidence.{split}"] = e["confidence"]
 
     if cfg.sparsity:
         units, summary = unit_sparsity(model, cfg.active_threshold, include_bias)
