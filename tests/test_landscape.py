@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 
@@ -342,6 +343,38 @@ def test_npz_metadata_round_trip(tmp_path):
     log = ET.parse(tmp_path / "landscape_log.vtp").getroot()
     zlog = np.array(log.find("PolyData/Piece/PointData/DataArray").text.split(), dtype=float)
     np.testing.assert_allclose(zlog, np.log(res.grid.loss.ravel() + 0.1), rtol=1e-8)
+
+
+def test_hdf5_has_the_landscape_libraries_layout(tmp_path, monkeypatch):
+    """X, Y meshgrids and losses as losscape's data.h5 (X[i, j] = alpha_j, Y[i, j] = beta_i,
+    losses[i, j] the loss there), read back with h5py; without h5py nothing is written."""
+    h5py = pytest.importorskip("h5py", reason="h5py is in the test extra; install .[test]")
+    model = mlp()
+    x, y = data()
+    cfg = LandscapeConfig(resolution=4, examples=40, range=(-0.5, 0.5), seed=1)
+    res = landscape_for_model(model, x, y, F.cross_entropy, "classes", cfg, tmp_path, meta={"step": 3}, plots=False)
+    with h5py.File(res.files["h5"], "r") as f:
+        X, Y, losses = f["X"][()], f["Y"][()], f["losses"][()]
+        meta = json.loads(f.attrs["meta"])
+    axis = grid_axis(-0.5, 0.5, 4)
+    np.testing.assert_array_equal(X[2], axis)
+    np.testing.assert_array_equal(Y[:, 1], axis)
+    assert X.shape == Y.shape == losses.shape == (4, 4)
+    np.testing.assert_array_equal(losses, res.grid.loss)  # grid.loss[i, j]: beta_i, alpha_j
+    assert meta["step"] == 3 and meta["resolution"] == 4
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_h5py(name, *a, **k):
+        if name == "h5py":
+            raise ImportError("no h5py")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_h5py)
+    out = tmp_path / "without"
+    res = landscape_for_model(model, x, y, F.cross_entropy, "classes", cfg, out, plots=False)
+    assert "h5" not in res.files and not (out / "landscape.h5").exists()
 
 
 # ----------------------------------------------------------------------------- PCA

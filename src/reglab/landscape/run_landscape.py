@@ -4,6 +4,7 @@
 Files written into the output directory (default `<run_dir>/analysis/landscape/`):
 
     landscape.npz        arrays + JSON metadata (see writers.write_npz)
+    landscape.h5         with h5py installed: X, Y, losses (+ accuracies, metadata), as losscape
     grid_state.npz       resumable grid state (a rerun with the same settings computes nothing)
     landscape.vtp        2-D only: ParaView surface, z = loss
     landscape_log.vtp    2-D only: z = ln(loss + 0.1)
@@ -31,7 +32,16 @@ from ..evaluation import LossFn
 from ..store import RunDir
 from .directions import Directions, pca_directions_for_model, random_directions
 from .grid import GridResult, evaluate_grid, grid_axis
-from .writers import LOG_OFFSET, finite_surface, plot_contour, plot_line, plot_surface, write_npz, write_vtp
+from .writers import (
+    LOG_OFFSET,
+    finite_surface,
+    plot_contour,
+    plot_line,
+    plot_surface,
+    write_hdf5,
+    write_npz,
+    write_vtp,
+)
 
 if TYPE_CHECKING:
     from ..data import TaskData
@@ -186,6 +196,8 @@ def landscape_for_model(
             )
     files = {"npz": out_dir / "landscape.npz"}
     write_npz(files["npz"], grid, info, traj, resid, dirs.pca.steps if dirs.pca is not None else None)
+    if write_hdf5(out_dir / "landscape.h5", grid, info):
+        files["h5"] = out_dir / "landscape.h5"
     if cfg.dims == 2:
         assert grid.betas is not None  # a 2-D grid has a beta axis
         files["vtp"], files["vtp_log"] = out_dir / "landscape.vtp", out_dir / "landscape_log.vtp"

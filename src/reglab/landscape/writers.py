@@ -4,6 +4,7 @@
   trajectory (T x dims coordinates of the snapshots), trajectory_residual (T,) and
   trajectory_steps (T,); plus `meta`, a 0-d string array holding the JSON metadata.
   `read_npz` returns the arrays and the decoded metadata.
+- `write_hdf5` (with h5py): X, Y, losses as the landscape libraries write them.
 - `write_vtp`: ASCII VTK XML PolyData (ParaView): n_alpha * n_beta points (alpha, beta, z),
   point k = i * n_alpha + j for (alpha_j, beta_i); (n_alpha-1)(n_beta-1) quads
   (k, k+1, k+n_alpha+1, k+n_alpha); point data "zvalue" = z and cell data "averaged zvalue" =
@@ -69,6 +70,29 @@ def write_npz(
     # numpy's stub cannot tell that no key is savez's own allow_pickle keyword
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def write_hdf5(path: Path, grid: GridResult, meta: dict) -> bool:
+    """The surface as the landscape libraries write it (losscape's data.h5): datasets X and Y
+    (2-D: meshgrids of alpha and beta, shape (n_beta, n_alpha); 1-D: X only) and `losses`
+    (shaped like X), plus `accuracies` and the metadata as a JSON attribute. Needs h5py (the
+    optional `hdf5` extra); returns False, writing nothing, when it is not installed."""
+    try:
+        import h5py
+    except ImportError:
+        return False
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        if grid.betas is None:
+            f["X"] = grid.alphas
+        else:
+            x, y = np.meshgrid(grid.alphas, grid.betas)
+            f["X"], f["Y"] = x, y
+        f["losses"] = grid.loss
+        f["accuracies"] = grid.acc
+        f.attrs["meta"] = json.dumps(meta, sort_keys=True, default=_json_default)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return True
 
 
 def read_npz(path: Path) -> dict:
