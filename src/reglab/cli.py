@@ -499,6 +499,34 @@ def runs(
         click.echo(f"note: {note}", err=True)
 
 
+@cli.command()
+@click.option("--root", default="runs", show_default=True, help="Results root (or one run directory).")
+@click.option("--sweep", "sweep_name", default=None, help="Only the runs of this sweep.")
+@click.option("--snapshots", is_flag=True, help="Also remove weight snapshots (the trajectory of PCA landscapes).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed and how much it frees; remove nothing.")
+def prune(root: str, sweep_name: str | None, snapshots: bool, dry_run: bool) -> None:
+    """Remove what finished runs no longer need: resume points and best weights (and, with
+    --snapshots, weight snapshots). Final weights, logs and analysis stay; unfinished runs and
+    runs another process holds are not touched."""
+    import warnings
+
+    from .prune import prune as prune_runs
+    from .results import _selected
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dirs, _ = _selected(root, sweep_name, None)
+    res = prune_runs(dirs, snapshots=snapshots, dry_run=dry_run)
+    verb = "would free" if dry_run else "freed"
+    click.echo(
+        f"{verb} {res.bytes / 2**20:.1f} MiB: {len(res.files)} files of {res.runs} finished runs "
+        f"(of {len(dirs)} under {root}); kept: final weights, logs, analysis"
+        + ("" if snapshots else ", snapshots")
+    )
+    for path in res.busy:
+        click.echo(f"skipped {path}: another process holds it", err=True)
+
+
 def _export(df, path: str) -> None:
     from .errors import ConfigError
     from .store import atomic_write_bytes

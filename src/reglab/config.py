@@ -213,6 +213,9 @@ class TrainConfig(_Strict):
     """Per-step metrics are written every log_every steps."""
     checkpoint_every: int = Field(1, ge=1)
     """Write the resume checkpoint every this many evaluations."""
+    keep_checkpoints: Literal["all", "final"] = "all"
+    """final: once the run is finished, delete its resume point and best weights (they are never
+    read again; `reglab prune` does the same afterwards), keeping the final weights."""
     snapshot_every: int | None = Field(None, ge=1)
     """Keep the weights every this many evaluations (checkpoints/snap_<step>.pt): the trajectory
     that PCA landscape directions are computed from."""
@@ -369,7 +372,14 @@ class RunConfig(_Strict):
 # Paths are dotted; "*" stands for every item of a list (regularizers.*.name).
 
 # device is left out on purpose: a run resumed on another machine is the same experiment.
-NON_IDENTITY_FIELDS: tuple[str, ...] = ("name", "output", "device", "data.dir", "train.progress")
+NON_IDENTITY_FIELDS: tuple[str, ...] = (
+    "name",
+    "output",
+    "device",
+    "data.dir",
+    "train.progress",
+    "train.keep_checkpoints",
+)
 
 # Fields added since 0.1.0 -> the value that reproduces 0.1.0's computation.
 IDENTITY_DEFAULTS: dict[str, Any] = {

@@ -26,6 +26,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from . import __version__
 from .config import RunConfig, canonical_dict, config_hash
 from .errors import ConfigError
+from .prune import apply_keep_policy
 from .evaluation import LossFn, correct, evaluate, make_loss_fn
 from .optim import build_lr_schedule, build_optimizer
 from .provenance import ONE_BY_ONE, compute_version, segment
@@ -208,6 +209,7 @@ def run(
             raise
         rd.write_summary(summary)
         rd.mark_done()
+        apply_keep_policy(rd, cfg.train.keep_checkpoints)
     return RunResult(rd.path, h, summary["status"], summary)
 
 

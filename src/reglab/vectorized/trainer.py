@@ -37,6 +37,7 @@ import torch
 
 from ..evaluation import correct
 from ..provenance import VECTORIZED
+from ..prune import apply_keep_policy
 from ..regularizers import Regularizer, StepContext
 from ..store import RunDir, RunLock, sync_to_disk
 from ..train import FLUSH_EVERY, Setup, Trainer, config_record, prepare
@@ -374,8 +375,9 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
             for (_h, rd, _tr, _), summary in zip(members, summaries):
                 rd.write_summary(summary)
             sync_to_disk()  # every file of these runs is on disk before any DONE says so
-            for _h, rd, _tr, _ in members:
+            for _h, rd, tr, _ in members:
                 rd.mark_done()
+                apply_keep_policy(rd, tr.s.cfg.train.keep_checkpoints)
             sync_to_disk()
             share = (time.perf_counter() - t0) / len(members)
             for (h, _rd, _tr, _), summary in zip(members, summaries):
