@@ -3,6 +3,7 @@ resume, a landscape or a report reads stays; unfinished and busy runs are untouc
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from helpers import _Fault, small_config
@@ -25,10 +26,8 @@ def test_prune_removes_what_finished_runs_no_longer_read(tmp_path):
     _Fault.raise_at = 12  # after the epoch-1 checkpoint: an unfinished run with a resume point
     unfinished = small_config(root, "seed=1", "regularizers=[{name: _test_fault, lam: 1.0}]")
     try:
-        try:
+        with pytest.raises(RuntimeError, match="injected crash"):
             run(unfinished)
-        except RuntimeError:
-            pass
     finally:
         _Fault.raise_at = None
     rd_unfinished = RunDir(root / config_hash(unfinished))

@@ -520,8 +520,7 @@ def prune(root: str, sweep_name: str | None, snapshots: bool, dry_run: bool) -> 
     verb = "would free" if dry_run else "freed"
     click.echo(
         f"{verb} {res.bytes / 2**20:.1f} MiB: {len(res.files)} files of {res.runs} finished runs "
-        f"(of {len(dirs)} under {root}); kept: final weights, logs, analysis"
-        + ("" if snapshots else ", snapshots")
+        f"(of {len(dirs)} under {root}); kept: final weights, logs, analysis" + ("" if snapshots else ", snapshots")
     )
     for path in res.busy:
         click.echo(f"skipped {path}: another process holds it", err=True)

@@ -26,10 +26,10 @@ from torch.optim.lr_scheduler import LRScheduler
 from . import __version__
 from .config import RunConfig, canonical_dict, config_hash
 from .errors import ConfigError
-from .prune import apply_keep_policy
 from .evaluation import LossFn, correct, evaluate, make_loss_fn
 from .optim import build_lr_schedule, build_optimizer
 from .provenance import ONE_BY_ONE, compute_version, segment
+from .prune import apply_keep_policy
 from .regularizers import Regularizer, StepContext, build_regularizer
 from .runtime import keep_freed_memory, resolve_device, seed_everything
 from .schedules import LambdaSchedule, build_schedule
