@@ -412,3 +412,32 @@ def test_report_renders_in_headless_chromium(full_report: Path, tmp_path):
     with Image.open(shot) as im:
         assert im.format == "PNG"
         assert im.size[0] == 1280 and im.size[1] > 2000  # the whole page, not just the viewport
+
+
+def test_figure_choices_axes_and_constant_panels():
+    """Iteration budgets are plotted against iterations; log axes where values span decades; a
+    measurement that never changes gets no panel but a line in the caption; monitors are drawn."""
+    from types import SimpleNamespace
+
+    from reglab.report.figures_training import constant_columns, measurement_columns
+    from reglab.report.plotting import spans_decades, x_axis
+
+    ev = pd.DataFrame({"run": ["a", "a", "b"], "step": [0, 50, 50], "epoch": [0, 5.0, 5.0]})
+    assert x_axis(ev, pd.DataFrame({"train.iterations": [100, 100]})) == ("step", "iteration")
+    assert x_axis(ev, pd.DataFrame({"train.iterations": [100, None]})) == ("epoch", "epoch")
+    assert x_axis(ev) == ("epoch", "epoch")
+    assert spans_decades([2.3, 0.05, 0.01]) and not spans_decades([2.3, 0.5]) and not spans_decades([2.3, 0.0])
+    evals = pd.DataFrame(
+        {
+            "run": ["a", "a", "b", "b"],
+            "lam.pathprox": [1e-3] * 4,
+            "pathprox.active_units_pct": [100.0] * 4,
+            "pathprox.path_norm": [10.0, 8.0, 11.0, 7.5],
+            "pathprox.path_norm.fc1-fc2": [5.0, 4.0, 5.0, 4.0],
+            "monitor.nuclear_norm": [30.0, 25.0, 31.0, 24.0],
+            "monitor.path_energy.energy_total": [0.0, 1.0, 0.0, 2.0],
+        }
+    )
+    d = SimpleNamespace(evals=evals)
+    assert constant_columns(d) == {"pathprox.active_units_pct": 100.0}
+    assert measurement_columns(d) == ["pathprox.path_norm", "monitor.nuclear_norm", "monitor.path_energy.energy_total"]

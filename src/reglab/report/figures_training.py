@@ -27,6 +27,7 @@ from .plotting import (
     _part_title,
     chunks,
     seed_stats,
+    spans_decades,
     to_png,
     x_axis,
 )
@@ -40,7 +41,7 @@ def curve_figures(d: ReportData) -> list[Fig]:
     ev = d.evals
     if ev.empty:
         return []
-    x, xlabel = x_axis(ev)
+    x, xlabel = x_axis(ev, d.runs)
     splits = [s for s in ("train", "val", "test") if f"{s}_loss" in ev.columns and ev[f"{s}_loss"].notna().any()]
     out = []
     parts = list(chunks(d.settings))
@@ -51,6 +52,9 @@ def curve_figures(d: ReportData) -> list[Fig]:
         for part, group in parts:
             fig, axes = _panel_grid(len(cols), max_cols=3, w=4.0, h=3.0)
             drew = False
+            mine = ev[ev["run"].isin([r for s in group for r in s.runs])]
+            # losses fall by decades: a log axis keeps the settings apart after the first evaluations
+            log = metric == "loss" and all(spans_decades(mine[f"{c}_loss"]) for c in cols)
             for ax, split in zip(axes, cols):
                 for s in group:
                     st = seed_stats(ev, s.runs, x, f"{split}_{metric}")
@@ -59,7 +63,9 @@ def curve_figures(d: ReportData) -> list[Fig]:
                         drew = True
                 ax.set_title(SPLIT_NAMES[split])
                 ax.set_xlabel(xlabel)
-                ax.set_ylabel(ylabel)
+                ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+                if log:
+                    ax.set_yscale("log")
             if not drew:
                 plt.close(fig)
                 continue
@@ -178,18 +184,40 @@ MEASUREMENT_DOC = {
 }
 
 
-def measurement_columns(d: ReportData) -> list[str]:
-    """``<key>.<measurement>`` columns of evals.jsonl for the regularizer keys; breakdowns with a
-    further dot (``l2_mul.norm.<layer>``, ``pathprox.path_norm.<group>``) are left out."""
+def _candidate_columns(d: ReportData) -> list[str]:
+    """``<key>.<measurement>`` columns of evals.jsonl for the regularizer keys, and the monitors
+    (``monitor.<name>``, ``monitor.<name>.<item>``); breakdowns with a further dot
+    (``l2_mul.norm.<layer>``, ``pathprox.path_norm.<group>``) are left out."""
     keys = reg_keys(d)
     cols = []
     for c in d.evals.columns:
+        if not (pd.api.types.is_numeric_dtype(d.evals[c]) and d.evals[c].notna().any()):
+            continue
+        if c.startswith("monitor.") and c.count(".") <= 2:
+            cols.append(c)
+            continue
         for k in keys:
             if c.startswith(k + ".") and "." not in c[len(k) + 1 :]:
-                if pd.api.types.is_numeric_dtype(d.evals[c]) and d.evals[c].notna().any():
-                    cols.append(c)
+                cols.append(c)
                 break
-    return cols[:12]
+    return cols
+
+
+def constant_columns(d: ReportData) -> dict[str, float]:
+    """Measurements with one value in every run and evaluation (100 % active units, 0 units
+    zeroed): a panel of them shows nothing, so they are named in the caption instead."""
+    out = {}
+    for c in _candidate_columns(d):
+        v = pd.to_numeric(d.evals[c], errors="coerce").dropna()
+        if len(v) and v.nunique() == 1:
+            out[c] = float(v.iloc[0])
+    return out
+
+
+def measurement_columns(d: ReportData) -> list[str]:
+    """The measurements drawn: the candidates that change (at most 12)."""
+    constant = constant_columns(d)
+    return [c for c in _candidate_columns(d) if c not in constant][:12]
 
 
 def measurement_figures(d: ReportData) -> list[Fig]:
@@ -197,7 +225,7 @@ def measurement_figures(d: ReportData) -> list[Fig]:
     cols = measurement_columns(d)
     if not cols:
         return []
-    x, xlabel = x_axis(ev)
+    x, xlabel = x_axis(ev, d.runs)
     out = []
     per_fig = 6
     col_groups = [cols[i : i + per_fig] for i in range(0, len(cols), per_fig)]
@@ -214,7 +242,7 @@ def measurement_figures(d: ReportData) -> list[Fig]:
                         _draw_mean_band(ax, st, s.color)
                         drawn.add(s.index)
                         positive &= bool((st["min"] > 0).all())
-                key, meas = c.split(".", 1)
+                key, meas = c.rsplit(".", 1) if c.startswith("monitor.") and c.count(".") == 2 else c.split(".", 1)
                 ax.set_title(f"{key}: {meas}", fontsize=10)
                 ax.set_xlabel(xlabel)
                 unit = " (%)" if meas.endswith("_pct") else ""
@@ -223,8 +251,8 @@ def measurement_figures(d: ReportData) -> list[Fig]:
                 vals = vals[np.isfinite(vals)]
                 if meas.endswith("_pct") and len(vals):
                     ax.set_ylim(max(0.0, math.floor(vals.min() - 5)), 101)
-                elif positive and len(vals) and vals.min() > 0 and vals.max() / vals.min() > 100:
-                    ax.set_yscale("log")
+                elif positive and spans_decades(vals, 1 if ("loss" in meas or "objective" in meas) else 2):
+                    ax.set_yscale("log")  # losses and objectives fall by decades; other values need two
             if not drawn:
                 plt.close(fig)
                 continue
@@ -235,12 +263,21 @@ def measurement_figures(d: ReportData) -> list[Fig]:
                 for c in cgroup
                 if c.split(".", 1)[1] in MEASUREMENT_DOC
             )
+            constant = constant_columns(d)
             cap = (
                 "Measurements reported by the regularizers at each evaluation (evals.jsonl columns "
-                "<regularizer>.<measurement>), against the "
+                "<regularizer>.<measurement>, and monitor.<penalty> for penalties measured without "
+                "entering the loss), against the "
                 f"{xlabel}. Line: mean over seeds; shaded band: {BAND}. A panel spanning more than two "
-                "decades uses a log y axis. Per-layer and per-group breakdowns are not drawn (they are in evals.jsonl)."
+                "decades (one for losses and objectives) uses a log y axis. Per-layer and per-group breakdowns are not drawn (they are in evals.jsonl)."
                 + (f" Definitions: {docs}." if docs else "")
+                + (
+                    " Not drawn, the same in every run and evaluation: "
+                    + ", ".join(f"{c} = {v:g}" for c, v in constant.items())
+                    + "."
+                    if constant and gi == 0
+                    else ""
+                )
             )
             nparts = len(parts) * len(col_groups)
             pno = gi * len(parts) + part

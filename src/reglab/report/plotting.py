@@ -112,11 +112,22 @@ def _panel_grid(n: int, max_cols: int = 3, w: float = 4.0, h: float = 3.0):
 # ---------------------------------------------------------------------------------------------
 
 
-def x_axis(evals: pd.DataFrame) -> tuple[str, str]:
-    """(column, label): epochs when runs last at least two epochs, else optimizer steps."""
+def x_axis(evals: pd.DataFrame, runs: pd.DataFrame | None = None) -> tuple[str, str]:
+    """(column, label): iterations when every run has an iteration budget (`train.iterations`),
+    else epochs when runs last at least two epochs, else optimizer steps."""
+    budgets = runs["train.iterations"] if runs is not None and "train.iterations" in runs.columns else None
+    if budgets is not None and len(budgets) and pd.to_numeric(budgets, errors="coerce").notna().all():
+        return "step", "iteration"
     if "epoch" in evals.columns and pd.to_numeric(evals["epoch"], errors="coerce").max() >= 2:
         return "epoch", "epoch"
     return "step", "optimizer step"
+
+
+def spans_decades(values: pd.Series | np.ndarray, decades: float = 1.0) -> bool:
+    """True when every value is positive and max / min exceeds 10^decades (a log axis then shows
+    what a linear one squashes near zero)."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+    return bool(len(v)) and bool((v > 0).all()) and float(v.max() / v.min()) > 10**decades
 
 
 def seed_stats(frame: pd.DataFrame, runs: Sequence[str], x: str, y: str) -> pd.DataFrame | None:
