@@ -269,7 +269,8 @@ def measurement_figures(d: ReportData) -> list[Fig]:
                 "<regularizer>.<measurement>, and monitor.<penalty> for penalties measured without "
                 "entering the loss), against the "
                 f"{xlabel}. Line: mean over seeds; shaded band: {BAND}. A panel spanning more than two "
-                "decades (one for losses and objectives) uses a log y axis. Per-layer and per-group breakdowns are not drawn (they are in evals.jsonl)."
+                "decades (one for losses and objectives) uses a log y axis. Per-layer and per-group "
+                "breakdowns are not drawn (they are in evals.jsonl)."
                 + (f" Definitions: {docs}." if docs else "")
                 + (
                     " Not drawn, the same in every run and evaluation: "
