@@ -441,3 +441,29 @@ def test_figure_choices_axes_and_constant_panels():
     d = SimpleNamespace(evals=evals)
     assert constant_columns(d) == {"pathprox.active_units_pct": 100.0}
     assert measurement_columns(d) == ["pathprox.path_norm", "monitor.nuclear_norm", "monitor.path_energy.energy_total"]
+
+
+def test_figures_also_as_vector_files_at_a_column_width(known_root, tmp_path):
+    """--vector pdf --vector svg --width 3.3: every PNG has a PDF and an SVG beside it, the SVG
+    drawn about 3.3 inches wide; a later report without --vector removes them."""
+    import re
+
+    from click.testing import CliRunner
+
+    from reglab.cli import cli
+
+    r = CliRunner().invoke(
+        cli,
+        ["report", str(known_root), "-o", str(tmp_path / "r"), "--vector", "pdf", "--vector", "svg", "--width", "3.3"],
+    )
+    assert r.exit_code == 0, r.output
+    figs = tmp_path / "r" / "figures"
+    pngs = sorted(p.stem for p in figs.glob("*.png"))
+    assert pngs and sorted(p.stem for p in figs.glob("*.pdf")) == pngs == sorted(p.stem for p in figs.glob("*.svg"))
+    assert all((figs / f"{n}.pdf").read_bytes().startswith(b"%PDF") for n in pngs)
+    width_pt = float(re.search(rb'<svg[^>]*width="([0-9.]+)pt"', (figs / f"{pngs[0]}.svg").read_bytes()).group(1))
+    assert 2.5 * 72 < width_pt < 3.6 * 72  # tight bounding box of a 3.3-inch figure
+    r = CliRunner().invoke(cli, ["report", str(known_root), "-o", str(tmp_path / "r")])
+    assert r.exit_code == 0 and not list(figs.glob("*.pdf")) and not list(figs.glob("*.svg"))
+    r = CliRunner().invoke(cli, ["report", str(known_root), "-o", str(tmp_path / "r"), "--width", "3.3"])
+    assert r.exit_code == 2 and "--width: sets the size of the vector figures" in r.output

@@ -363,7 +363,20 @@ def landscape(run_dir, overrides, data_dir, out_dir) -> None:
 @click.option("--root", default=None, help="Results root when SOURCE is a sweep name (default: runs).")
 @click.option("-o", "--out", "out_dir", required=True, help="Folder for index.html and its figures.")
 @click.option("--title", default=None)
-def report(source, root, out_dir, title) -> None:
+@click.option(
+    "--vector",
+    "vector_formats",
+    multiple=True,
+    type=click.Choice(["pdf", "svg"]),
+    help="Also write every figure as figures/NAME.pdf or .svg (repeatable).",
+)
+@click.option(
+    "--width",
+    type=click.FloatRange(min=1.0, max=20.0),
+    default=None,
+    help="Draw the vector figures this many inches wide, text scaled with them (a paper's column: 3.3).",
+)
+def report(source, root, out_dir, title, vector_formats, width) -> None:
     """Write an HTML report: reglab report SWEEP_OR_RUNS -o DIR
 
     SOURCE is a results root (every run in it), a sweep name (with --root), or a run directory.
@@ -371,14 +384,22 @@ def report(source, root, out_dir, title) -> None:
     from .report import build_report
     from .sweep.runner import manifest_path, sweep_hashes
 
+    if width is not None and not vector_formats:
+        from .errors import ConfigError
+
+        raise ConfigError("--width", "sets the size of the vector figures: add --vector pdf or --vector svg")
+    vec = {"vector_formats": tuple(vector_formats), "width": width}
+
     src = Path(source)
     if root is not None or (not src.exists() and manifest_path(Path("runs"), source).exists()):
         base = Path(root or "runs")
-        path = build_report(base, Path(out_dir), runs=sweep_hashes(base, source), title=title or f"sweep {source}")
+        path = build_report(
+            base, Path(out_dir), runs=sweep_hashes(base, source), title=title or f"sweep {source}", **vec
+        )
     elif (src / "config.json").exists():
-        path = build_report(src.parent, Path(out_dir), runs=[src.name], title=title)
+        path = build_report(src.parent, Path(out_dir), runs=[src.name], title=title, **vec)
     elif src.is_dir():
-        path = build_report(src, Path(out_dir), title=title)
+        path = build_report(src, Path(out_dir), title=title, **vec)
     else:
         from .errors import ConfigError
 

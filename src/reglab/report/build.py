@@ -390,8 +390,18 @@ def _default_title(d: ReportData) -> str:
     return "reglab report"
 
 
-def build_report(root: Path, out_dir: Path, runs: list[str] | None = None, title: str | None = None) -> Path:
+def build_report(
+    root: Path,
+    out_dir: Path,
+    runs: list[str] | None = None,
+    title: str | None = None,
+    vector_formats: tuple[str, ...] = (),
+    width: float | None = None,
+) -> Path:
     """Write a self-contained HTML report of the runs under `root` to ``out_dir/index.html``.
+
+    `vector_formats` ("pdf", "svg") also writes every figure as ``figures/<name>.<fmt>``, drawn
+    `width` inches wide (a paper's column: about 3.3) when given.
 
     `runs` restricts the report to these run hashes (unique prefixes and run directory paths work
     too). Returns the path of index.html. Raises `reglab.errors.UserError` when there is nothing
@@ -402,8 +412,14 @@ def build_report(root: Path, out_dir: Path, runs: list[str] | None = None, title
     root, out_dir = Path(root), Path(out_dir)
     d = load_report_data(root, runs)
     title = title or _default_title(d)
-    with plt.rc_context(F.STYLE):
-        page, figs, fm = _render(d, title)
+    from . import plotting
+
+    plotting.VECTOR_EXPORT.update(formats=tuple(vector_formats), width=width)
+    try:
+        with plt.rc_context(F.STYLE):
+            page, figs, fm = _render(d, title)
+    finally:
+        plotting.VECTOR_EXPORT.update(formats=(), width=None)
     manifest = {
         "title": title,
         "root": str(root),
@@ -433,16 +449,19 @@ def build_report(root: Path, out_dir: Path, runs: list[str] | None = None, title
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-tmp-"))
     try:
         (tmp / "figures").mkdir()
+        files = {f"{f.name}.png": f.png for f in figs}
         for f in figs:
-            _write(tmp / "figures" / f"{f.name}.png", f.png)
+            files.update({f"{f.name}.{fmt}": data for fmt, data in getattr(f.png, "vectors", {}).items()})
+        for name, data in files.items():
+            _write(tmp / "figures" / name, data)
         _write(tmp / "final_metrics.csv", fm.to_csv(index=False).encode())
         _write(tmp / "report.json", (json.dumps(manifest, indent=2) + "\n").encode())
         _write(tmp / "index.html", page.encode("utf-8"))
         (out_dir / "figures").mkdir(exist_ok=True)
-        old = {p.name for p in (out_dir / "figures").glob("*.png")}
-        for f in figs:
-            os.replace(tmp / "figures" / f"{f.name}.png", out_dir / "figures" / f"{f.name}.png")
-        for stale in old - {f"{f.name}.png" for f in figs}:
+        old = {p.name for ext in ("png", "pdf", "svg") for p in (out_dir / "figures").glob(f"*.{ext}")}
+        for name in files:
+            os.replace(tmp / "figures" / name, out_dir / "figures" / name)
+        for stale in old - set(files):
             (out_dir / "figures" / stale).unlink(missing_ok=True)
         os.replace(tmp / "final_metrics.csv", out_dir / "final_metrics.csv")
         os.replace(tmp / "report.json", out_dir / "report.json")

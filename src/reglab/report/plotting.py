@@ -64,11 +64,45 @@ class Fig:
     section: str = ""
 
 
-def to_png(fig) -> bytes:
+class Png(bytes):
+    """A figure's PNG bytes, with the same figure in vector formats when asked (`vectors`)."""
+
+    vectors: dict[str, bytes]
+
+
+VECTOR_EXPORT: dict[str, Any] = {"formats": (), "width": None}
+"""Set by build_report: vector formats to write beside each PNG ("pdf", "svg") and the width in
+inches to draw them at (a paper's column: 3.3; None keeps the report's size)."""
+
+MIN_FONT_PT = 5.0
+
+
+def _resized(fig, width: float) -> None:
+    """Scale the figure to `width` inches, its text with it (not below MIN_FONT_PT), so a
+    figure made for the screen keeps its proportions at a column's width."""
+    w, h = fig.get_size_inches()
+    k = width / w
+    fig.set_size_inches(width, h * k)
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_fontsize(max(MIN_FONT_PT, text.get_fontsize() * k))
+    for line in fig.findobj(Line2D):
+        line.set_linewidth(max(0.5, line.get_linewidth() * k))
+
+
+def to_png(fig) -> Png:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08, facecolor="white")
+    out = Png(buf.getvalue())
+    out.vectors = {}
+    if VECTOR_EXPORT["formats"]:
+        if VECTOR_EXPORT["width"]:
+            _resized(fig, float(VECTOR_EXPORT["width"]))
+        for fmt in VECTOR_EXPORT["formats"]:
+            vbuf = io.BytesIO()
+            fig.savefig(vbuf, format=fmt, bbox_inches="tight", pad_inches=0.02, facecolor="white")
+            out.vectors[fmt] = vbuf.getvalue()
     plt.close(fig)
-    return buf.getvalue()
+    return out
 
 
 def chunks(settings: Sequence[Setting], size: int = MAX_SETTINGS) -> Iterator[tuple[int, list[Setting]]]:
