@@ -113,6 +113,9 @@ def test_reproduce_energy_end_to_end_on_real_mnist(real_data_dir, tmp_path):
         assert f"(energy-quick/{fig})" in page
     index = (pages / "README.md").read_text()
     assert "[Study 2: spectral and path-energy penalties" in index and "(energy-quick.md)" in index
+    assert "How to read a verdict" in index and "| study | budget | outcome claims | mechanism claims |" in index
+    assert "## The preset: what it runs and what differs from the study" in page
+    assert "> Study 2" in page  # the preset's header, quoted
     verdicts = json.loads((pages / "energy-quick.json").read_text())["verdicts"]
     assert len(verdicts) == 6 and all(v["verdict"] in page for v in verdicts)
 

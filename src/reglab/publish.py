@@ -285,31 +285,57 @@ def publish(
     return page
 
 
+SCALE_ORDER = {"quick": 0, "cpu": 1, "paper": 2}
+
+
+def _counts(verdicts: list[dict], kind: str) -> str:
+    mine = [v["verdict"] for v in verdicts if v.get("kind") == kind]
+    if not mine:
+        return "–"
+    counts = pd.Series(mine).value_counts().to_dict()
+    return ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
 def write_index(out_dir: Path) -> Path:
-    """DIR/README.md: every published page in the folder and its verdicts."""
+    """DIR/README.md, what a researcher reads first: how to read a verdict, then every published
+    page, grouped by study (budgets from the smallest), with its outcome and mechanism verdicts."""
     entries = []
     for side in sorted(Path(out_dir).glob("*.json")):
         try:
-            rec = json.loads(side.read_text())
-            entries.append(rec)
+            entries.append(json.loads(side.read_text()))
         except (OSError, json.JSONDecodeError):
             continue
+    entries.sort(key=lambda r: (r["title"], SCALE_ORDER.get(r.get("scale", ""), 9)))
     lines = [
         "# Reproductions",
         "",
-        "Each page tests one study's claims with reglab at one budget, paired by seed; a verdict is "
-        "reproduced, contradicted, inconclusive or not testable at this budget (README, *Reproducing the "
-        "studies*). Pages are regenerated from the stored runs by the command on each page.",
+        "Does each regularizer do what its study says, at the study's budget, beyond seed noise? Each "
+        "page below tests one study's claims with reglab at one budget, on runs paired by seed.",
         "",
-        "| page | budget | claims | verdicts |",
+        "How to read a verdict (README, *Reproducing the studies*):",
+        "",
+        "- **reproduced**: the 95 % interval of the paired difference excludes 0 on the claimed side "
+        "(an equivalence claim: lies inside its margin);",
+        "- **contradicted**: it excludes 0 on the other side (or lies outside the margin), or, for a "
+        "claim about every run, one run breaks it;",
+        "- **inconclusive**: neither; the page says the smallest difference the seeds could detect and "
+        "how many seeds the study's own effect would need;",
+        "- **not testable at this budget**: the runs stop before the regime the claim is about;",
+        "- **not determined**: too few finished runs to pair (for example, every run of a setting diverged).",
+        "",
+        "*Outcome* claims are the studies' results (accuracy, objective, robustness); *mechanism* claims "
+        "check that the regularizer acted as designed. Budgets: *quick* shows the mechanism in minutes; "
+        "*cpu* is the largest budget a 2-core CPU finishes in about 90 minutes, 5 seeds; *paper* is the "
+        "study's own. Each page says what its budget shrank, where its runs were trained, and the "
+        "command that regenerates it from the stored runs.",
+        "",
+        "| study | budget | outcome claims | mechanism claims |",
         "|---|---|---|---|",
     ]
     for rec in entries:
-        counts = pd.Series([v["verdict"] for v in rec["verdicts"]]).value_counts().to_dict()
         lines.append(
-            f"| [{rec['title']}]({rec['page']}) | {rec.get('scale', '')} | {len(rec['verdicts'])} | "
-            + ", ".join(f"{n} {k}" for k, n in counts.items())
-            + " |"
+            f"| [{rec['title']}]({rec['page']}) | {rec.get('scale', '')} | "
+            f"{_counts(rec['verdicts'], 'outcome')} | {_counts(rec['verdicts'], 'mechanism')} |"
         )
     index = Path(out_dir) / "README.md"
     atomic_write_bytes(index, ("\n".join(lines) + "\n").encode())
