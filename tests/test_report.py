@@ -467,3 +467,26 @@ def test_figures_also_as_vector_files_at_a_column_width(known_root, tmp_path):
     assert r.exit_code == 0 and not list(figs.glob("*.pdf")) and not list(figs.glob("*.svg"))
     r = CliRunner().invoke(cli, ["report", str(known_root), "-o", str(tmp_path / "r"), "--width", "3.3"])
     assert r.exit_code == 2 and "--width: sets the size of the vector figures" in r.output
+
+
+def test_spectrum_histograms_read_the_spectra_and_the_square_layers(tmp_path):
+    """The symmetric part's eigenvalues of a square layer against a closed form, and the figures
+    present in a report of runs with a square hidden layer."""
+    import torch
+
+    from reglab.report.figures_histograms import _square_weights
+
+    ck = tmp_path / "run" / "checkpoints"
+    ck.mkdir(parents=True)
+    w = torch.tensor([[2.0, 1.0], [3.0, 4.0]])  # (W + W^T)/2 = [[2, 2], [2, 4]]: eigenvalues 3 -+ sqrt(5)
+    torch.save({"model": {"fc.weight": w, "out.weight": torch.ones(3, 2), "fc.bias": torch.zeros(2)}}, ck / "final.pt")
+    sq = _square_weights(tmp_path / "run")
+    assert list(sq) == ["fc"]
+    eig = np.linalg.eigvalsh((sq["fc"] + sq["fc"].T) / 2)
+    np.testing.assert_allclose(eig, [3 - math.sqrt(5), 3 + math.sqrt(5)])
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        run(small_config(root, f"seed={seed}", "model.widths=[20,16,16,4]", "analysis.margins=false"))
+    build_report(root, tmp_path / "report")
+    figs = {p.stem for p in (tmp_path / "report" / "figures").glob("*.png")}
+    assert {"spectra_hist", "spectra_sym_hist"} <= figs

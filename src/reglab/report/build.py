@@ -341,7 +341,7 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
     else:
         missing.append("margins (analysis/margins.npz)")
 
-    ranks = F.rank_figures(d) + F.rank_during_figures(d) + F.spectrum_figures(d)
+    ranks = F.rank_figures(d) + F.rank_during_figures(d) + F.spectrum_figures(d) + F.spectrum_histogram_figures(d)
     if ranks:
         add("ranks", "Ranks and spectra", figs.html(ranks))
     else:

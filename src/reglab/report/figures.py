@@ -25,6 +25,7 @@ the code lives in:
 
 from __future__ import annotations
 
+from .figures_histograms import spectrum_histogram_figures
 from .figures_landscape import landscape_figures, representative_run
 from .figures_margins import MARGIN_DOC, MARGIN_KIND_ORDER, choose_margin_kind, margin_figures, margins_by_setting
 from .figures_margins import _violins as _violins
@@ -97,6 +98,7 @@ __all__ = [
     "sparsity_figures",
     "sparsity_values",
     "spectrum_figures",
+    "spectrum_histogram_figures",
     "to_png",
     "x_axis",
 ]
