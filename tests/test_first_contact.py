@@ -154,3 +154,15 @@ def test_a_dry_run_shows_what_tells_variants_apart(tmp_path):
     lines = [line.split(None, 1)[1] for line in res.output.splitlines()[1:]]
     assert len(lines) == 4 and len(set(lines)) == 4, lines
     assert "seed=0  optim.name=sgd" in lines[0]
+
+
+def test_an_inert_setting_is_said_once(tmp_path):
+    """model.wn_g0 without weight_norm changes nothing it computes: a warning, not silence (not
+    refused: such runs have their own hash since 0.1.0, and sweeps cross wn_g0 with weight_norm)."""
+    out = tmp_path / "runs"
+    r = CliRunner().invoke(cli, ["train", *SMALL, "model.wn_g0=1.5", "train.epochs=1", f"output={out}"])
+    assert r.exit_code == 0 and r.stderr.count("model.wn_g0 has no effect without model.weight_norm") == 1
+    r = CliRunner().invoke(
+        cli, ["sweep", *SMALL, "model.wn_g0=1.5", "model.weight_norm=true,false", "--dry-run", f"output={out}"]
+    )
+    assert r.exit_code == 0 and "wn_g0" not in r.stderr  # crossed with weight_norm: meaningful

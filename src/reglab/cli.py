@@ -112,6 +112,10 @@ def train(
         cfg = validate(merge(_run_config(Path(from_run)), parse_overrides(overrides)))
     else:
         cfg = load_config(path, overrides)
+    from .config import inert_settings
+
+    for note in inert_settings(cfg):
+        click.echo(f"warning: {note}", err=True)
     if progress is None:
         progress = sys.stderr.isatty() and cfg.train.progress
     res = run(cfg, progress=progress)
@@ -231,6 +235,12 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     else:
         sweep_name = name_from(Path(path).stem) if path else "sweep"
     runs = expand(spec)
+    from .config import inert_settings
+
+    # said once, when it holds for every run (not when a sweep crosses wn_g0 with weight_norm)
+    common = set.intersection(*(set(inert_settings(r.config)) for r in runs)) if runs else set()
+    for note in sorted(common):
+        click.echo(f"warning: {note} (in every run of this sweep)", err=True)
     if not dry_run:
         from .sweep.runner import preflight
 

@@ -602,6 +602,16 @@ def _allowed_keys(parent: str) -> list[str]:
     return sorted(model.model_fields)
 
 
+def inert_settings(cfg: RunConfig) -> list[str]:
+    """Settings in this config that change nothing it computes, said in one line each. They
+    are not refused: a run made with them has its own hash since 0.1.0, and a sweep may cross
+    them with the setting that makes them act (wn_g0 across a weight_norm axis)."""
+    notes = []
+    if cfg.model.wn_g0 is not None and not cfg.model.weight_norm:
+        notes.append("model.wn_g0 has no effect without model.weight_norm: true")
+    return notes
+
+
 def check_names(cfg: RunConfig) -> None:
     """Names that live in registries are checked here, before any run starts."""
     from .data import DATASETS
