@@ -563,7 +563,7 @@ class Trainer:
         ac = s.cfg.analysis
         out = self.rd.path / "analysis"
         bias_in_units = any(getattr(t.reg.options, "regularize_bias", False) for t in s.terms)
-        scalars = analyze_final(s.model, s.data, ac, out, self.step, include_bias=bias_in_units)
+        scalars = analyze_final(s.model, s.data, ac, out, self.step, include_bias=bias_in_units, sync=self.rd.sync)
         if ac.landscape is not None:
             from .landscape.run_landscape import landscape_in_run
 

@@ -45,15 +45,15 @@ MEAN_KINDS = ("raw", "norm_one")
 """Kinds whose mean is also returned (every kind returns its median)."""
 
 
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray], sync: bool = True) -> None:
     buf = io.BytesIO()
     # numpy's stub cannot tell that no key is savez's own allow_pickle keyword
     np.savez(buf, **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), sync)
 
 
-def _write_csv(path: Path, frame) -> None:
-    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+def _write_csv(path: Path, frame, sync: bool = True) -> None:
+    atomic_write_bytes(path, frame.to_csv(index=False).encode(), sync)
 
 
 def analyze_final(
@@ -65,6 +65,7 @@ def analyze_final(
     *,
     reference_weights: Mapping[str, torch.Tensor] | None = None,
     include_bias: bool = False,
+    sync: bool = True,
 ) -> dict[str, float]:
     """Measure the final network, write the files of the module docstring into `out_dir`
     (created), and return summary scalars:
@@ -79,7 +80,9 @@ def analyze_final(
     `reference_weights` ({layer: initial weight}, see margins.weight_matrices) sets the reference
     matrices M_ℓ of the spectral complexity; None means M_ℓ = 0. `include_bias` counts each unit's
     bias in its input-weight norm for the sparsity measurements (the trainer sets it for PathProx
-    runs with regularize_bias, so they match PathProx's own report; study 4's bug 2 left it out)."""
+    runs with regularize_bias, so they match PathProx's own report; study 4's bug 2 left it out).
+    `sync`: fsync each file (False when the caller syncs once before the run's DONE, as the
+    vectorized group trainer does)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scalars: dict[str, float] = {}
@@ -89,10 +92,11 @@ def analyze_final(
         _write_npz(
             out_dir / "margins.npz",
             {f"{split}/{kind}": v.astype(np.float32) for (split, kind), v in res.distributions.items()},
+            sync,
         )
         summary = summarize(res.distributions)
-        _write_csv(out_dir / "margins_summary.csv", summary)
-        atomic_write_json(out_dir / "margins_normalizers.json", res.normalizers)
+        _write_csv(out_dir / "margins_summary.csv", summary, sync)
+        atomic_write_json(out_dir / "margins_normalizers.json", res.normalizers, sync)
         for row in summary.itertuples(index=False):
             scalars[f"margin.{row.split}.{row.kind}.median"] = float(row.median)
             if row.kind in MEAN_KINDS:
@@ -102,16 +106,16 @@ def analyze_final(
 
     if cfg.hidden_margins:
         hm = hidden_margins(model, data, SPLITS, limit=cfg.margin_limit)
-        _write_csv(out_dir / "hidden_margins.csv", hm.summary)
+        _write_csv(out_dir / "hidden_margins.csv", hm.summary, sync)
         arrays = {f"distance/{s}/{layer}": v.astype(np.float32) for (s, layer), v in hm.distances.items()}
         arrays.update({f"normalized/{s}/{layer}": v.astype(np.float32) for (s, layer), v in hm.normalized.items()})
-        _write_npz(out_dir / "hidden_margins.npz", arrays)
+        _write_npz(out_dir / "hidden_margins.npz", arrays, sync)
 
     if cfg.spectra:
         frame, spectra = layer_spectra(model)
         frame.insert(0, "step", int(step))
-        _write_csv(out_dir / "ranks.csv", frame)
-        _write_npz(out_dir / "singular_values.npz", spectra)
+        _write_csv(out_dir / "ranks.csv", frame, sync)
+        _write_npz(out_dir / "singular_values.npz", spectra, sync)
         for row in frame.itertuples(index=False):
             scalars[f"rank_rel.{row.layer}"] = float(row.rank_rel)
             scalars[f"effective_rank.{row.layer}"] = float(row.effective_rank)
@@ -126,8 +130,9 @@ def analyze_final(
     atomic_write_json(
         out_dir / "classification.json",
         {split: {k: v for k, v in e.items() if k != "misclassified"} for split, e in report.items()},
+        sync,
     )
-    _write_npz(out_dir / "misclassified.npz", {split: e["misclassified"] for split, e in report.items()})
+    _write_npz(out_dir / "misclassified.npz", {split: e["misclassified"] for split, e in report.items()}, sync)
     for split, e in report.items():
         scalars[f"f1.{split}"] = e["f1"]
         if "confidence" in e:
@@ -136,9 +141,9 @@ def analyze_final(
     if cfg.sparsity:
         units, summary = unit_sparsity(model, cfg.active_threshold, include_bias)
         if summary["has_unit_groups"]:
-            _write_csv(out_dir / "sparsity_units.csv", units)
+            _write_csv(out_dir / "sparsity_units.csv", units, sync)
             for key in ("active_units_pct", "active_units_pct_thresh", "path_norm_total"):
                 scalars[key] = float(summary[key])
-        atomic_write_json(out_dir / "sparsity.json", summary)
+        atomic_write_json(out_dir / "sparsity.json", summary, sync)
 
     return scalars
