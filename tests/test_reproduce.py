@@ -218,3 +218,20 @@ def test_pathprox_presets_run_the_studys_algorithm_with_the_improvement_beside(s
             assert extra["normalize_at_start"] is False, label
     ids = [c.id for c in parse_claims(meta)]
     assert ids[0].startswith("subset-sparsity") and "full-mnist-objective" in ids
+
+
+@pytest.mark.parametrize(
+    "mean, half, text",
+    [
+        (27.7292, 4.456, "27.73 ± 4.5"),
+        (1680.0, 160.0, "1680 ± 160"),  # not 1.6e+02
+        (12345.6, 1234.0, "12,346 ± 1,200"),
+        (28000.0, 0.0, "28,000 ± 0"),
+        (0.005198, 0.000173, "0.005198 ± 0.00017"),
+        (float("nan"), 1.0, "-"),
+    ],
+)
+def test_summary_numbers_use_one_format(mean, half, text):
+    from reglab.report_table import format_mean_ci_sig
+
+    assert format_mean_ci_sig(mean, half) == text

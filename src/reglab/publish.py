@@ -60,10 +60,18 @@ def machines_of(runs: pd.DataFrame, root: Path) -> list[str]:
     return list(seen)
 
 
+def number(x: float) -> str:
+    """4 significant digits; 10 000 and more written out with thousands separators (20,000
+    steps, not 2e+04)."""
+    if math.isfinite(x) and abs(x) >= 10_000:
+        return f"{x:,.0f}"
+    return f"{x:.4g}"
+
+
 def _fmt(x: float | None, pct: bool) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
-    return f"{100 * x:.2f} %" if pct else f"{x:.4g}"
+    return f"{100 * x:.2f} %" if pct else number(x)
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -113,6 +113,24 @@ def print_settings_table(df: pd.DataFrame, sort_by: str | None, best: str | None
     return agg
 
 
+def format_mean_ci_sig(mean: float, half: float) -> str:
+    """mean to 4 significant digits ± half-width to 2 (whole numbers of 10 000 and more in full),
+    the same rule for every metric of a table, so no column mixes 1680 ± 1.6e+02 styles."""
+    from .publish import number
+
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(half):
+        return number(mean)
+    if half == 0:
+        h = "0"
+    elif abs(half) >= 10:  # two significant digits, written out: 160, not 1.6e+02
+        h = f"{round(half, 2 - len(str(int(abs(half))))):,.0f}"
+    else:
+        h = f"{half:.2g}"
+    return f"{number(mean)} ± {h}"
+
+
 def format_mean_ci(mean: float, half: float, scale: float = 1.0, digits: int = 2) -> str:
     """mean ± half-width with `digits` decimals; values too small for that (|x| < 10^-digits)
     switch to 3 significant digits, so a margin of 2e-6 does not print as 0.0000."""

@@ -39,8 +39,8 @@ from .aggregate import aggregate_seeds
 from .config import load_yaml
 from .derived import derive
 from .errors import ConfigError
-from .publish import markdown_table, publish
-from .report_table import format_mean_ci
+from .publish import markdown_table, number, publish
+from .report_table import format_mean_ci, format_mean_ci_sig
 from .verdicts import Verdict, judge_all, parse_claims
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -115,7 +115,7 @@ def verdict_line(v: Verdict) -> str:
             return "-"
         if pct:
             return f"{100 * x:.2f} %"
-        return f"{x:.4g}"
+        return number(x)
 
     head = f"[{c.id}, {c.kind}] {c.text}"
     if not v.a:
@@ -164,13 +164,12 @@ def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFr
     if "diverged" in counts:
         table["diverged"] = [int(counts.loc[s, "diverged"]) for s in agg["setting"]]
     for m in metrics:
-        if f"{m}_mean" in agg:
-            scale = 100.0 if m.endswith("_acc") or m.endswith("acc") else 1.0
-            name = f"{m} (%)" if scale == 100 else m
-            table[name] = [
-                format_mean_ci(a, c, scale, 2 if scale == 100 else 4)
-                for a, c in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])
-            ]
+        if f"{m}_mean" in agg and agg[f"{m}_mean"].notna().any():  # a metric no run reached is left out
+            if m.endswith("acc"):
+                cells = [format_mean_ci(a, c, 100.0, 2) for a, c in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])]
+                table[f"{m} (%)"] = cells
+            else:
+                table[m] = [format_mean_ci_sig(a, c) for a, c in zip(agg[f"{m}_mean"], agg[f"{m}_ci95"])]
     return agg, table
 
 
