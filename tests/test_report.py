@@ -378,6 +378,21 @@ def test_labels_are_short_and_distinct():
     )
     assert labels == ["data.seed=1, model.seed=2", "data.seed=3, model.seed=2"]
     assert make_labels([{}], []) == ["all runs"]
+    # schedule options by their last name, switches as on/off (legends of study 3's sweeps)
+    axes = [
+        "regularizers.0.lam",
+        "regularizers.0.schedule.name",
+        "regularizers.0.schedule.threshold",
+        "model.batch_norm",
+    ]
+    values = [
+        {axes[0]: 0.1, axes[1]: "autol2", axes[2]: 5, axes[3]: False},
+        {axes[0]: 0.1, axes[1]: "autol2", axes[2]: 10, axes[3]: True},
+    ]
+    assert make_labels(values, axes) == [
+        "(autol2) λ₀=0.1 threshold=5, batch_norm off",
+        "(autol2) λ₀=0.1 threshold=10, batch_norm on",
+    ]
 
 
 def test_many_settings_split_over_figures(tmp_path):

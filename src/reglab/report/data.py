@@ -109,13 +109,21 @@ def _reg_index(col: str) -> int | None:
     return None
 
 
+def _pair(name: str, value: object) -> str:
+    """`name=value`, and a switch as `name on` / `name off` (shorter than =true/=false)."""
+    if isinstance(value, bool | np.bool_):
+        return f"{name} {'on' if value else 'off'}"
+    return f"{name}={fmt_value(value)}"
+
+
 def make_labels(values: list[dict[str, object]], axes: list[str]) -> list[str]:
     """Readable labels for settings given as dicts {column: value} over the same `axes`.
 
     Regularizer columns ``regularizers.<i>.<field>`` are shown as ``<name> λ=<lam>`` plus the
     fields that take more than one value (e.g. ``l2 λ=0.001``), and as ``no regularizer`` where
     the setting has none. Other columns show as ``<short name>=<value>``, with the shortest
-    unambiguous tail of the dotted name (``optim.lr`` -> ``lr``).
+    unambiguous tail of the dotted name (``optim.lr`` -> ``lr``, ``schedule.threshold`` ->
+    ``threshold``), and switches as ``<name> on|off``.
     """
     if not axes:
         return ["all runs" for _ in values]
@@ -145,14 +153,18 @@ def make_labels(values: list[dict[str, object]], axes: list[str]) -> list[str]:
             if "lam" in present:
                 lam_name = "λ₀" if sched is not None and sched != "constant" else "λ"
                 sub.append(f"{lam_name}={fmt_value(present.pop('lam'))}")
+            fields = list(present)
             for f, v in present.items():
                 distinct = {fmt_value(d.get(prefix + f)) for d in values if not is_missing(d.get(prefix + f))}
                 if len(distinct) > 1:
-                    sub.append(f"{_ABBREV.get(f, f.removesuffix('.name'))}={fmt_value(v)}")
+                    short = _ABBREV.get(f) or _short_name(
+                        f.removesuffix(".name"), [x.removesuffix(".name") for x in fields]
+                    )
+                    sub.append(_pair(short, v))
             if sub:
                 pieces.append(" ".join(sub))
         for c in other:
-            pieces.append(f"{_short_name(c, other)}={fmt_value(vals.get(c))}")
+            pieces.append(_pair(_short_name(c, other), vals.get(c)))
         labels.append(", ".join(pieces) if pieces else "all runs")
     # labels must tell settings apart: fall back to full names where the short ones collide
     if len(set(labels)) < len(labels):
