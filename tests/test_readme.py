@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHORTER = {
     "train": ["train.epochs=2"],
     "sweep": ["train.epochs=2"],
-    "reproduce": ["train.iterations=3", "data.train_limit=300", "data.test_limit=200", "-j", "1"],
+    "reproduce": ["train.iterations=3", "data.train_limit=300", "data.test_limit=200", "seed=0", "-j", "1"],
 }
 
 
