@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .data import ReportData, read_npz
+from .data import ReportData
+from .figures_structure import per_layer_arrays, singular_values
 from .plotting import Fig, _legend_below, _panel_grid, _part, _part_title, chunks, to_png
 
 BINS = 50
@@ -35,26 +36,8 @@ def _square_weights(run_path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _values(d: ReportData, kind: str, max_layers: int) -> tuple[list[str], dict[int, dict[str, list[np.ndarray]]]]:
-    """Layers and {setting index: {layer: [values of each seed]}} for kind "sv" or "sym"."""
-    per: dict[int, dict[str, list[np.ndarray]]] = {}
-    layers: list[str] = []
-    for s in d.settings:
-        for r in s.runs:
-            if r in s.diverged:
-                continue
-            if kind == "sv":
-                z = read_npz(d.run_path(r), "singular_values.npz") or {}
-            else:
-                z = {k: np.linalg.eigvalsh((w + w.T) / 2) for k, w in _square_weights(d.run_path(r)).items()}
-            for layer, v in z.items():
-                v = np.asarray(v, dtype=float).ravel()
-                if v.size == 0 or not np.isfinite(v).all():
-                    continue
-                if layer not in layers:
-                    layers.append(layer)
-                per.setdefault(s.index, {}).setdefault(layer, []).append(v)
-    return layers[:max_layers], per
+def _symmetric_eigenvalues(run_path: Path) -> dict[str, np.ndarray]:
+    return {k: np.linalg.eigvalsh((w + w.T) / 2) for k, w in _square_weights(run_path).items()}
 
 
 def spectrum_histogram_figures(d: ReportData, max_layers: int = 6) -> list[Fig]:
@@ -69,7 +52,8 @@ def spectrum_histogram_figures(d: ReportData, max_layers: int = 6) -> list[Fig]:
             "eigenvalues of the symmetric part (W + Wᵀ)/2 of each square layer (checkpoints/final.pt)",
         ),
     ):
-        layers, per = _values(d, kind, max_layers)
+        layers, per = per_layer_arrays(d, singular_values if kind == "sv" else _symmetric_eigenvalues)
+        layers = layers[:max_layers]
         if not per:
             continue
         settings = [s for s in d.settings if s.index in per]

@@ -6,6 +6,9 @@ percentage of active hidden units (analysis/sparsity.json, `sparsity_figures`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -167,25 +170,37 @@ def rank_during_figures(d: ReportData, metric: str = "effective_rank", max_layer
     return out
 
 
-def spectrum_figures(d: ReportData, max_layers: int = 6) -> list[Fig]:
+def per_layer_arrays(
+    d: ReportData, read: Callable[[Path], dict[str, np.ndarray]]
+) -> tuple[list[str], dict[int, dict[str, list[np.ndarray]]]]:
+    """Layers in first-seen order and {setting index: {layer: [one array per finished run]}},
+    from `read(run_path)` -> {layer: values}; diverged runs and non-finite arrays left out."""
     per: dict[int, dict[str, list[np.ndarray]]] = {}
     layers: list[str] = []
     for s in d.settings:
         for r in s.runs:
             if r in s.diverged:
                 continue
-            z = read_npz(d.run_path(r), "singular_values.npz")
-            if not z:
-                continue
-            for k, v in z.items():
-                v = np.sort(np.asarray(v, dtype=float).ravel())[::-1]
+            for layer, v in read(d.run_path(r)).items():
+                v = np.asarray(v, dtype=float).ravel()
                 if v.size == 0 or not np.isfinite(v).all():
                     continue
-                if k not in layers:
-                    layers.append(k)
-                per.setdefault(s.index, {}).setdefault(k, []).append(v)
+                if layer not in layers:
+                    layers.append(layer)
+                per.setdefault(s.index, {}).setdefault(layer, []).append(v)
+    return layers, per
+
+
+def singular_values(run_path: Path) -> dict[str, np.ndarray]:
+    """{layer: singular values} of the final network (analysis/singular_values.npz)."""
+    return read_npz(run_path, "singular_values.npz") or {}
+
+
+def spectrum_figures(d: ReportData, max_layers: int = 6) -> list[Fig]:
+    layers, per = per_layer_arrays(d, singular_values)
     if not per:
         return []
+    per = {i: {k: [np.sort(v)[::-1] for v in vs] for k, vs in by.items()} for i, by in per.items()}
     layers = layers[:max_layers]
     settings = [s for s in d.settings if s.index in per]
     out = []
