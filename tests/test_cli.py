@@ -127,6 +127,13 @@ def test_runs_by_setting_aggregates_seeds_sorts_and_names_the_best(tmp_path):
     assert f"{100 * mean[top]:.2f} ± {100 * half[top]:.2f}" in body[0]
     named = f"best by test_acc (highest): optim.lr={top}: {100 * mean[top]:.2f} ± {100 * half[top]:.2f} (n=3)"
     assert named in r.output
+    # without --sort, settings come in the report's order
+    from reglab.report.data import load_report_data
+
+    report_order = [s.values["optim.lr"] for s in load_report_data(out).settings]
+    r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--by-setting"])
+    rows = [line for line in r.output.splitlines() if "│" in line and ("0.01" in line or "0.3" in line)]
+    assert [0.01 if "0.01" in row else 0.3 for row in rows] == report_order
     # a metric with no obvious direction must say it; an unknown one is named
     r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--best", "train_acc_gap"])
     assert r.exit_code == 2 and "--best: no finished run has 'train_acc_gap'" in r.output

@@ -523,6 +523,11 @@ def runs(
 
                 raise ConfigError("--sort", f"no run has {sort_by!r}")
             df = df.sort_values(sort_by, ascending=metric_direction(sort_by, "--sort") == "min", na_position="last")
+        else:  # settings in the report's order, seeds in order within each
+            from .results import order_by_config, varying_columns
+
+            cols = [c for c in varying_columns(df) if c != "seed"] + (["seed"] if "seed" in df.columns else [])
+            df = order_by_config(df, cols)
         print_runs_table(df, all_columns=all_columns)
     for d in df.attrs.get("damaged", []):
         click.echo(f"damaged run {d['path']}: {d['why']}; left out", err=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -175,6 +176,27 @@ def load_evals(root: str | Path = "runs", sweep: str | None = None, runs: list[s
 
 def load_steps(root: str | Path = "runs", sweep: str | None = None, runs: list[str] | None = None) -> pd.DataFrame:
     return _stack(root, "steps", sweep, runs)
+
+
+def value_sort_key(v: object) -> tuple:
+    """One order for config values everywhere settings are listed (tables and reports): unset
+    first, then numbers by value, then anything else by its text."""
+    import numpy as np
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return (0, 0.0, "")
+    if isinstance(v, int | float | np.number) and not isinstance(v, bool):
+        return (1, float(v), "")
+    return (2, 0.0, str(v))
+
+
+def order_by_config(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Rows ordered by these config columns with value_sort_key (the report's setting order)."""
+    if not columns or df.empty:
+        return df
+    keys = [tuple(value_sort_key(row[c]) for c in columns) for _, row in df.iterrows()]
+    order = sorted(range(len(df)), key=lambda i: keys[i])
+    return df.iloc[order]
 
 
 def varying_columns(df: pd.DataFrame) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..results import _flatten, load_runs, varying_columns
+from ..results import _flatten, load_runs, value_sort_key, varying_columns
 from ..store import RunDir, read_jsonl
 
 FINISHED = ("done", "diverged")
@@ -204,12 +204,7 @@ def _select(df: pd.DataFrame, runs: list[str] | None) -> pd.DataFrame:
     return df.loc[sorted(set(keep))]
 
 
-def _sort_key(v: object) -> tuple:
-    if is_missing(v):
-        return (0, 0, "")
-    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
-        return (1, float(v), "")
-    return (2, 0, str(v))
+_sort_key = value_sort_key  # the order of settings in every table and report
 
 
 def load_report_data(root: Path, runs: list[str] | None = None) -> ReportData:
