@@ -309,6 +309,11 @@ def test_fallback_reasons(tmp_path, monkeypatch):
     assert "group of 1" in why[lone[0].hash]
     lines = describe_plan(groups, singles)
     assert lines[0].startswith("vectorized group of 2 runs") and "regularizers.0.lam" in lines[0] and "seed" in lines[0]
+    # monitors and abort rules are the one-by-one trainer's
+    mon = planned(tmp_path, [(0, 0.1, 0.0), (1, 0.1, 0.0)], "analysis.monitors=[nuclear_norm]")
+    ab = planned(tmp_path, [(0, 0.1, 0.0), (1, 0.1, 0.0)], "train.abort={below: 0.5, after_epochs: 1}")
+    g2, s2 = plan_groups([*mon, *ab])
+    assert not g2 and {w.split(":")[0] for _, w in s2} == {"analysis.monitors", "train.abort"}
     # one line per reason, not per run: bn, gradient_norm, early stopping, group of 1
     assert len(lines) == 1 + len({w for _, w in singles}) == 5
     bn_line = next(line for line in lines if "batch norm" in line)
