@@ -203,7 +203,7 @@ def reproduce(
     if data_dir is not None:
         spec.setdefault("data", {})["dir"] = data_dir
     runs = expand(spec)
-    name = f"{study}-{scale}"
+    name = f"{study}-{SAME_AS.get((study, scale), scale)}"  # one page per preset: energy cpu is energy paper
     print(f"{meta.get('title', study)}: {len(runs)} runs ({path.name}) under {root}", flush=True)
     failed = False
     if train:
