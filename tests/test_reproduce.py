@@ -235,3 +235,20 @@ def test_summary_numbers_use_one_format(mean, half, text):
     from reglab.report_table import format_mean_ci_sig
 
     assert format_mean_ci_sig(mean, half) == text
+
+
+def test_summary_rows_come_in_the_reports_order():
+    """Labels sort as text ("lam=0.0001" before "lam=1e-05"); the rows follow the config values,
+    as the report lists settings (1e-05 before 0.0001, the unregularized run first)."""
+    from reglab.reproduce import _in_report_order
+
+    runs = pd.DataFrame(
+        [
+            {"setting": label, "seed": seed, "regularizers.0.lam": lam, "test_acc": 0.9 + 0.01 * seed}
+            for label, lam in (("l2 lam=0.0001", 1e-4), ("l2 lam=1e-05", 1e-5), ("none", float("nan")))
+            for seed in (0, 1)
+        ]
+    )
+    agg = aggregate_seeds(runs, ["test_acc"], by=["setting"])
+    assert list(agg["setting"]) == ["l2 lam=0.0001", "l2 lam=1e-05", "none"]
+    assert list(_in_report_order(agg, runs)["setting"]) == ["none", "l2 lam=1e-05", "l2 lam=0.0001"]

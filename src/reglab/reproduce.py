@@ -150,6 +150,25 @@ def verdict_line(v: Verdict) -> str:
     return f"{head} -> {v.verdict.upper()}: " + "; ".join(parts)
 
 
+def _in_report_order(agg: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Settings in the order reports list them: by the config values that vary between them."""
+    from .results import order_by_config, varying_columns
+
+    if agg.empty or runs.empty:
+        return agg
+    first = runs.drop_duplicates("setting").set_index("setting")
+    # what makes a setting: varying values that are one value within each setting (not the seed,
+    # not a metric)
+    cols = [
+        c
+        for c in varying_columns(runs)
+        if c not in ("seed", "setting") and (runs.groupby("setting")[c].nunique(dropna=False) <= 1).all()
+    ]
+    keyed = first.loc[agg["setting"], cols].reset_index(drop=True)
+    order = order_by_config(keyed, cols).index
+    return agg.iloc[list(order)].reset_index(drop=True)
+
+
 def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(aggregated frame, display table) of the runs, one row per setting."""
     df = label_runs(df, meta["setting"])
@@ -158,6 +177,7 @@ def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFr
     df = derive(df, metrics)
     ok = df[df["status"].isin(["done", "diverged"])]
     agg = aggregate_seeds(ok, metrics, by=["setting"])
+    agg = _in_report_order(agg, ok)
     agg.attrs["runs"] = ok
     counts = df.groupby("setting")["status"].value_counts().unstack(fill_value=0)
     table = pd.DataFrame({"setting": agg["setting"], "seeds": agg["n"]})
