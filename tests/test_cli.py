@@ -134,6 +134,12 @@ def test_runs_by_setting_aggregates_seeds_sorts_and_names_the_best(tmp_path):
     r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--by-setting"])
     rows = [line for line in r.output.splitlines() if "│" in line and ("0.01" in line or "0.3" in line)]
     assert [0.01 if "0.01" in row else 0.3 for row in rows] == report_order
+    # the per-run table sorts too, with an explicit direction (lowest accuracy first here)
+    r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--sort", "test_acc:min"])
+    assert r.exit_code == 0, r.output
+    worst = df.loc[df["test_acc"].idxmin(), "optim.lr"]  # the run with the lowest accuracy
+    first = next(line for line in r.output.splitlines() if "│" in line and ("0.01" in line or "0.3" in line))
+    assert str(worst) in first
     # a metric with no obvious direction must say it; an unknown one is named
     r = CliRunner().invoke(cli, ["runs", "--root", str(out), "--best", "train_acc_gap"])
     assert r.exit_code == 2 and "--best: no finished run has 'train_acc_gap'" in r.output

@@ -518,11 +518,12 @@ def runs(
         if sort_by is not None:
             from .report_table import metric_direction
 
-            if sort_by not in df.columns:
+            name = sort_by.partition(":")[0]
+            if name not in df.columns:
                 from .errors import ConfigError
 
-                raise ConfigError("--sort", f"no run has {sort_by!r}")
-            df = df.sort_values(sort_by, ascending=metric_direction(sort_by, "--sort") == "min", na_position="last")
+                raise ConfigError("--sort", f"no run has {name!r}")
+            df = df.sort_values(name, ascending=metric_direction(sort_by, "--sort") == "min", na_position="last")
         else:  # settings in the report's order, seeds in order within each
             from .results import order_by_config, varying_columns
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .report_table import number
 from .runtime import cpu_model
 from .store import atomic_write_bytes, atomic_write_json
 from .verdicts import Verdict
@@ -58,14 +59,6 @@ def machines_of(runs: pd.DataFrame, root: Path) -> list[str]:
         for seg in summary.get("trained_by") or []:
             seen[f"{seg.get('device')} {seg.get('dtype')}, torch {seg.get('torch')}, {seg.get('path')}"] = None
     return list(seen)
-
-
-def number(x: float) -> str:
-    """4 significant digits; 10 000 and more written out with thousands separators (20,000
-    steps, not 2e+04)."""
-    if math.isfinite(x) and abs(x) >= 10_000:
-        return f"{x:,.0f}"
-    return f"{x:.4g}"
 
 
 def _fmt(x: float | None, pct: bool) -> str:

@@ -113,11 +113,17 @@ def print_settings_table(df: pd.DataFrame, sort_by: str | None, best: str | None
     return agg
 
 
+def number(x: float) -> str:
+    """4 significant digits; 10 000 and more written out with thousands separators (20,000
+    steps, not 2e+04)."""
+    if math.isfinite(x) and abs(x) >= 10_000:
+        return f"{x:,.0f}"
+    return f"{x:.4g}"
+
+
 def format_mean_ci_sig(mean: float, half: float) -> str:
     """mean to 4 significant digits ± half-width to 2 (whole numbers of 10 000 and more in full),
     the same rule for every metric of a table, so no column mixes 1680 ± 1.6e+02 styles."""
-    from .publish import number
-
     if math.isnan(mean):
         return "-"
     if math.isnan(half):

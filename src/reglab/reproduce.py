@@ -39,8 +39,8 @@ from .aggregate import aggregate_seeds
 from .config import load_yaml
 from .derived import derive
 from .errors import ConfigError
-from .publish import markdown_table, number, publish
-from .report_table import format_mean_ci, format_mean_ci_sig
+from .publish import markdown_table, publish
+from .report_table import format_mean_ci, format_mean_ci_sig, number
 from .verdicts import Verdict, judge_all, parse_claims
 
 PRESET_DIR = Path(__file__).parent / "presets"

@@ -69,6 +69,11 @@ class Setup:
     monitors: list[tuple[str, Regularizer]] = field(default_factory=list)
     """(key, regularizer) measured at each evaluation without entering the loss."""
 
+    @property
+    def step_monitors(self) -> list[Regularizer]:
+        """The monitors that follow every step (their measurements accumulate: path energy)."""
+        return [reg for _, reg in self.monitors if reg.follows_steps]
+
 
 @dataclass
 class RunResult:
@@ -352,7 +357,7 @@ class Trainer:
                 t.reg.prox(model, t.sched.lam, lr)
             assert ctx is not None  # built above whenever there are terms
             t.reg.after_step(model, ctx)
-        if s.monitors:
+        if s.step_monitors:
             self._follow_monitors(ctx or StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch))
         row = [data_loss.detach(), total.detach(), *values]
         lams = tuple(t.sched.lam for t in s.terms)  # the step's lambdas, before a measurement changes them
@@ -369,9 +374,8 @@ class Trainer:
 
     def _follow_monitors(self, ctx: StepContext) -> None:
         """Monitors whose measurements accumulate over steps (path energy) see every step."""
-        for _, reg in self.s.monitors:
-            if reg.follows_steps:
-                reg.after_step(self.s.model, ctx)
+        for reg in self.s.step_monitors:
+            reg.after_step(self.s.model, ctx)
 
     # ------------------------------------------------------------------ logging
     def _flush(self) -> None:
