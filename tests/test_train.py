@@ -117,19 +117,21 @@ def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "extra",
+    "extra, model",
     [
-        "",
+        ("", []),
         # state across the checkpoint: the pending update of path energy; hooks re-registered by
-        # jacobian_nuclear; the data gradient handed over by gradient_norm's finite differences
-        ", {name: path_energy, lam: 50.0}",
-        ", {name: jacobian_nuclear, lam: 0.5, split: 2}",
-        ", {name: gradient_norm, lam: 0.5, method: finite_difference}",
+        # jacobian_nuclear; the data gradient handed over by gradient_norm's finite differences;
+        # Rho-WN's global scale (a parameter on the model itself, applied by a forward hook)
+        (", {name: path_energy, lam: 50.0}", []),
+        (", {name: jacobian_nuclear, lam: 0.5, split: 2}", []),
+        (", {name: gradient_norm, lam: 0.5, method: finite_difference}", []),
+        (", {name: l2_mul, lam: 0.1}", ["model.weight_norm=rho", "model.wn_g0=2.0"]),
     ],
-    ids=["plain", "path_energy", "jacobian_nuclear", "gradient_norm_fd"],
+    ids=["plain", "path_energy", "jacobian_nuclear", "gradient_norm_fd", "rho_wn"],
 )
-def test_interrupted_run_resumes_to_identical_results(tmp_path, extra):
-    over = ["train.epochs=3", f"regularizers=[{{name: _test_fault, lam: 1.0}}{extra}]"]
+def test_interrupted_run_resumes_to_identical_results(tmp_path, extra, model):
+    over = ["train.epochs=3", f"regularizers=[{{name: _test_fault, lam: 1.0}}{extra}]", *model]
     ref = run(small_config(tmp_path / "ref", *over))
     _Fault.raise_at = 19  # after the checkpoint written at the end of epoch 2 (step 16)
     cfg = small_config(tmp_path / "int", *over)

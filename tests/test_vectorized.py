@@ -95,6 +95,8 @@ CASES = {
     "l2_adam": ("[{name: l2, lam: LAM}]", ["optim.name=adam", "optim.lr_scale=0.1"]),
     "l2_sum": ("[{name: l2_sum, lam: LAM, depth_normalization: mean}]", ["optim.momentum=0.9"]),
     "l2_mul": ("[{name: l2_mul, lam: LAM}]", ["optim.name=adam", "optim.lr_scale=0.1"]),
+    # Rho-WN's output scale is a parameter on the model applied by a forward hook
+    "l2_mul_rho_wn": ("[{name: l2_mul, lam: LAM}]", ["model.weight_norm=rho", "model.wn_g0=1.2"]),
     "frobenius": ("[{name: frobenius, lam: LAM}]", ["optim.momentum=0.9", "optim.nesterov=true"]),
     "nuclear_norm": ("[{name: nuclear_norm, lam: LAM}]", []),
     "path_energy": ("[{name: path_energy, lam: LAM}]", ["optim.momentum=0.9"]),

@@ -122,10 +122,12 @@ class ModelConfig(_Strict):
     """Multiply every parameter by this after init (study 1's init scaling)."""
     init_norm: float | None = Field(None, gt=0)
     """Rescale each weight layer to Frobenius norm init_norm after init."""
-    weight_norm: bool = False
-    """PaperWN: W = g V/||V||_F with one scalar g per weight layer."""
+    weight_norm: bool | Literal["rho"] = False
+    """true: PaperWN, W = g V/||V||_F with one scalar g per weight layer; rho: Rho-WN, unit-norm
+    layers W = V/||V||_F and one global scale rho on the output."""
     wn_g0: float | None = None
-    """PaperWN initial g; None initialises g to the layer's ||W||_F."""
+    """Initial scale: PaperWN's g (None: the layer's ||W||_F); Rho-WN's rho starts at g0^L (None:
+    the product of the layers' ||W||_F)."""
 
 
 class OptimConfig(_Strict):
@@ -608,7 +610,7 @@ def inert_settings(cfg: RunConfig) -> list[str]:
     them with the setting that makes them act (wn_g0 across a weight_norm axis)."""
     notes = []
     if cfg.model.wn_g0 is not None and not cfg.model.weight_norm:
-        notes.append("model.wn_g0 has no effect without model.weight_norm: true")
+        notes.append("model.wn_g0 has no effect without model.weight_norm (true or rho)")
     return notes
 
 
@@ -637,6 +639,23 @@ def check_names(cfg: RunConfig) -> None:
         if m.name in names[:i]:
             raise ConfigError(f"{where}.name", f"{m.name} is monitored twice")
         check_regularizer_options(m, where)
+    _check_rho_wn_terms(cfg)
+
+
+def _check_rho_wn_terms(cfg: RunConfig) -> None:
+    """Under Rho-WN every weight layer has norm 1, so l2_sum would be a constant (study 1 refused
+    it too): refused before any run starts, as a penalty and as a monitor."""
+    if cfg.model.weight_norm != "rho":
+        return
+    names = [(f"regularizers.{i}", r.name) for i, r in enumerate(cfg.regularizers)]
+    names += [(f"analysis.monitors.{i}", m.name) for i, m in enumerate(cfg.analysis.monitors)]
+    for where, name in names:
+        if name == "l2_sum":
+            raise ConfigError(
+                f"{where}.name",
+                "l2_sum is constant under model.weight_norm: rho (every layer has norm 1); penalize the "
+                "network's scale with l2_mul (= rho^2), or use model.weight_norm: true (PaperWN)",
+            )
 
 
 def _check_lam_within_bounds(r: RegularizerConfig, where: str) -> None:

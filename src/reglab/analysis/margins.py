@@ -53,7 +53,7 @@ from torch.nn.utils import parametrize
 
 from ..data import TaskData
 from ..models.structure import weight_layers
-from ..models.weightnorm import is_weight_normalized, wn_scale
+from ..models.weightnorm import global_scale, is_unit_normalized, is_weight_normalized, wn_scale
 from ._common import DEFAULT_BATCH_SIZE, SPLITS, batched_outputs, eval_mode, raw_margins, split_examples, weight_matrix
 
 MARGIN_KINDS = ("raw", "output_std", "norm_one", "spectral", "frobenius", "spectral_complexity")
@@ -63,16 +63,24 @@ SUMMARY_COLUMNS = ["split", "kind", "n", "min", "q05", "q25", "median", "q75", "
 # ----------------------------------------------------------------------------- normalizers
 
 
+def output_scale(model: nn.Module) -> float:
+    """|ρ| under Rho-WN (the global scale on the output, a factor of every norm product), else 1."""
+    rho = global_scale(model)
+    return 1.0 if rho is None else abs(float(rho.detach()))
+
+
 @torch.no_grad()
 def product_of_spectral_norms(model: nn.Module) -> float:
-    """Π_ℓ ‖W_ℓ‖_2 over the weight layers (largest singular value of each weight matrix)."""
-    return math.prod(float(torch.linalg.matrix_norm(weight_matrix(m).double(), ord=2)) for _, m in weight_layers(model))
+    """Π_ℓ ‖W_ℓ‖_2 over the weight layers (largest singular value of each weight matrix), times |ρ|
+    under Rho-WN."""
+    norms = (float(torch.linalg.matrix_norm(weight_matrix(m).double(), ord=2)) for _, m in weight_layers(model))
+    return math.prod(norms) * output_scale(model)
 
 
 @torch.no_grad()
 def product_of_frobenius_norms(model: nn.Module) -> float:
-    """Π_ℓ ‖W_ℓ‖_F over the weight layers."""
-    return math.prod(float(weight_matrix(m).double().norm()) for _, m in weight_layers(model))
+    """Π_ℓ ‖W_ℓ‖_F over the weight layers, times |ρ| under Rho-WN."""
+    return math.prod(float(weight_matrix(m).double().norm()) for _, m in weight_layers(model)) * output_scale(model)
 
 
 def norm_21_of_transpose(a: torch.Tensor) -> float:
@@ -93,8 +101,9 @@ def spectral_complexity(model: nn.Module, reference: Mapping[str, torch.Tensor] 
     ‖Bᵀ‖_{2,1} = Σ_j ‖B[j, :]‖_2 (see `norm_21_of_transpose`). Reference matrices M_ℓ = 0 by
     default; pass `reference` = {layer name: weight at initialization} (e.g. from
     `weight_matrices(model)` taken before training) for M_ℓ = initial weights. Biases are not
-    part of R_A. NaN if some ‖A_ℓ‖_σ = 0."""
-    prod = 1.0
+    part of R_A. NaN if some ‖A_ℓ‖_σ = 0. Under Rho-WN |ρ| multiplies the product (ρ scales the
+    output, i.e. the last layer; exact for M_ℓ = 0, whose ratios are scale-free)."""
+    prod = output_scale(model)
     total = 0.0
     for name, layer in weight_layers(model):
         a = weight_matrix(layer).double()
@@ -127,9 +136,11 @@ def norm_one_network(model: nn.Module) -> nn.Module:
 
     Layers in registration order ℓ = 1..L; c_ℓ = 1/‖W_ℓ‖_F (c_ℓ = 1 when ‖W_ℓ‖_F = 0):
     W_ℓ ← c_ℓ W_ℓ (PaperWN: g_ℓ ← g_ℓ/|g_ℓ|, i.e. g_ℓ = 1 for positive g, since ‖W_ℓ‖_F = |g_ℓ|)
-    and b_ℓ ← (Π_{k≤ℓ} c_k) b_ℓ. For a chain of weight layers joined by positively homogeneous
-    modules the copy computes f(x) / Π_ℓ ‖W_ℓ‖_F exactly; batch-norm and non-homogeneous
-    activations are left untouched, so there it does not (see the module docstring). The
+    and b_ℓ ← (Π_{k≤ℓ} c_k) b_ℓ. Under Rho-WN the layers already have norm 1 (c_ℓ = 1) and the
+    global scale becomes ρ ← ρ/|ρ|, so the copy computes f(x) / |ρ|. For a chain of weight
+    layers joined by positively homogeneous modules the copy computes f(x) / Π_ℓ ‖W_ℓ‖_F exactly;
+    batch-norm and non-homogeneous activations are left untouched, so there it does not (see the
+    module docstring). The
     cumulative bias rule also assumes the weight layers form a chain in registration order.
     The original model is not modified."""
     net = copy.deepcopy(model)
@@ -140,8 +151,10 @@ def norm_one_network(model: nn.Module) -> nn.Module:
             norm = abs(float(g))
             c = 1.0 / norm if norm > 0 else 1.0
             g.mul_(c)
+        elif is_unit_normalized(layer):
+            c = 1.0
         elif parametrize.is_parametrized(layer, "weight"):
-            raise ValueError(f"layer {name!r}: cannot rescale a weight under a parametrization other than PaperWN")
+            raise ValueError(f"layer {name!r}: cannot rescale a weight under a parametrization other than weight norm")
         else:
             norm = float(layer.weight.double().norm())
             c = 1.0 / norm if norm > 0 else 1.0
@@ -150,6 +163,9 @@ def norm_one_network(model: nn.Module) -> nn.Module:
         bias = getattr(layer, "bias", None)
         if bias is not None:
             bias.mul_(cumulative)
+    rho = global_scale(net)
+    if rho is not None and float(rho.detach()) != 0:
+        rho.div_(abs(float(rho.detach())))
     return net
 
 

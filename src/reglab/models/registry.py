@@ -19,7 +19,7 @@ from ..registry import Registry
 from . import binary_cnn, convnet, vgg
 from .init import init_scheme, scale_parameters, set_weight_norms
 from .mlp import build_mlp, build_mlp_factorized
-from .weightnorm import apply_paper_wn
+from .weightnorm import apply_paper_wn, apply_rho_wn
 
 ModelBuilder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 
@@ -88,6 +88,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int
     scale_parameters(model, cfg.init_scale)
     if cfg.init_norm is not None:
         set_weight_norms(model, cfg.init_norm)
-    if cfg.weight_norm:
+    if cfg.weight_norm == "rho":
+        apply_rho_wn(model, cfg.wn_g0)
+    elif cfg.weight_norm:
         apply_paper_wn(model, cfg.wn_g0)
     return model

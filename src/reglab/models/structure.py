@@ -18,7 +18,7 @@ from typing import TypeAlias
 import torch
 from torch import nn
 
-from .weightnorm import is_weight_normalized, wn_scale
+from .weightnorm import is_unit_normalized, is_weight_normalized, weight_parametrizations, wn_scale
 
 WEIGHT_LAYER_TYPES = (nn.Linear, nn.Conv2d)
 WeightLayer: TypeAlias = nn.Linear | nn.Conv2d
@@ -55,9 +55,13 @@ def other_layers(model: nn.Module) -> list[tuple[str, WeightLayer]]:
 
 
 def layer_norm_sq(layer: WeightLayer) -> torch.Tensor:
-    """||W_l||_F^2, differentiable; g_l^2 under PaperWN (the quantity the penalties act on)."""
+    """||W_l||_F^2, differentiable; g_l^2 under PaperWN (the quantity the penalties act on); the
+    constant 1 under Rho-WN, whose scale is the model's global rho."""
     if is_weight_normalized(layer):
         return wn_scale(layer) ** 2
+    if is_unit_normalized(layer):
+        original = weight_parametrizations(layer).original
+        return torch.ones((), dtype=original.dtype, device=original.device)
     return layer.weight.pow(2).sum()
 
 

@@ -12,6 +12,10 @@ with n_l = ||W_l||_F^2 (g_l^2 under PaperWN), optionally divided by the weight's
 (``features_normalization: f_out``, output features / channels) or dim 1 (``f_in``, input
 features / channels, kernel area *not* included). Under PaperWN both f_out and f_in apply
 (study 1 silently ignored f_in there; fixed).
+
+Under Rho-WN every n_l is the constant 1 (times its features normalization) and the global
+output scale rho carries the network's scale: ``l2_mul`` is rho^2 * prod_l n_l (to the 1/L with
+``geometric``), and ``l2_sum`` is refused, since it would be a constant (as in study 1).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import ConfigError
 from ..models.structure import WeightLayer, layer_norm_sq, params_by_role, weight_layers
-from ..models.weightnorm import weight_parametrizations
+from ..models.weightnorm import global_scale, weight_parametrizations
 from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
 
@@ -214,18 +218,26 @@ class _LayerNormPenalty(Regularizer):
         raise NotImplementedError
 
     def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
-        return self._combine(layer_quantities(model, self.options.features_normalization))
+        quantities = layer_quantities(model, self.options.features_normalization)
+        rho = global_scale(model)
+        if rho is not None and quantities:
+            quantities[0] = quantities[0] * rho**2  # Rho-WN: the network's scale is rho
+        return self._combine(quantities)
 
     @torch.no_grad()
     def report(self, model: nn.Module) -> dict[str, float]:
-        """``norm.<layer>`` = ||W_l||_F (|g_l| under PaperWN), ``rho`` = prod_l ||W_l||_F
-        (never normalized), ``penalty`` = R as trained (normalizations applied)."""
+        """``norm.<layer>`` = ||W_l||_F (|g_l| under PaperWN, 1 under Rho-WN), ``rho`` =
+        prod_l ||W_l||_F (times |rho| under Rho-WN; never normalized), ``penalty`` = R as trained
+        (normalizations applied)."""
         out: dict[str, float] = {}
         norms = []
         for name, layer in weight_layers(model):
             norm = layer_norm_sq(layer).sqrt()
             norms.append(norm)
             out[f"norm.{name}"] = float(norm)
+        rho = global_scale(model)
+        if rho is not None:
+            norms.append(rho.detach().abs())
         out["rho"] = float(_high_precision(torch.stack(norms)).prod()) if norms else 0.0
         out["penalty"] = float(self.penalty(model, None))
         return out
@@ -239,6 +251,17 @@ class L2Sum(_LayerNormPenalty):
     name = "l2_sum"
     Options = L2SumOptions
     options: L2SumOptions
+
+    def setup(self, model: nn.Module) -> None:
+        if global_scale(model) is not None:
+            raise ConfigError(
+                "regularizers",
+                "l2_sum is constant under Rho-WN (model.weight_norm: rho makes every layer's norm 1); "
+                "penalize the network's scale with l2_mul (= rho^2), or use weight_norm: true (PaperWN)",
+            )
+
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
+        return self._combine(layer_quantities(model, self.options.features_normalization))
 
     def _combine(self, quantities):
         return l2_sum(quantities, self.options.depth_normalization)

@@ -104,7 +104,9 @@ def _count(cfg: RunConfig, built) -> int | None:
     if built is None:
         return None
     n = sum(p.numel() for p in built.parameters())
-    if cfg.model.weight_norm:  # PaperWN adds one scale g per weight layer
+    if cfg.model.weight_norm == "rho":  # Rho-WN adds one global scale
+        n += 1
+    elif cfg.model.weight_norm:  # PaperWN adds one scale g per weight layer
         from ..models.structure import weight_layers
 
         n += len(weight_layers(built))
