@@ -13,7 +13,8 @@ perturbed, i.e. the direction tensor V (`<layer>.parametrizations.weight.origina
 scalar g (`<layer>.parametrizations.weight.0.g`), both of role "weight". The effective weight W
 then moves non-linearly in (alpha, beta). Filter normalization of V is well defined (the loss is
 invariant to the scale of V, which is exactly the invariance filter normalization removes);
-the 0-d g is normalized per tensor (|d_g| = |g|).
+the 0-d g is normalized per tensor (|d_g| = |g|). Rho-WN likewise: its unit-norm layers' V and
+its 0-d global scale rho (role "weight", normalized per tensor) are what moves.
 
 Normalizations of a random direction d against the weights theta (Li, Xu, Taylor, Studer &
 Goldstein 2018, "Visualizing the Loss Landscape of Neural Nets"):
