@@ -288,6 +288,19 @@ def test_metrics_table_known_values(known_root, tmp_path):
     assert fm.loc["lr=0.01", "n"] == 3 and fm.loc["lr=0.01", "diverged"] == 1
     assert fm.loc["lr=0.1", "test_acc_mean"] == pytest.approx(0.85)
     assert fm.loc["lr=0.1", "test_acc_ci95"] == pytest.approx(4.303 * 0.05 / math.sqrt(3), rel=1e-6)
+    assert '<span class="setting">' in html  # a setting's label never breaks over two lines
+
+
+def test_metrics_table_drops_the_diverged_column_when_nothing_diverged(tmp_path):
+    root = tmp_path / "calm"
+    for i, acc in enumerate((0.80, 0.85, 0.90)):
+        _fake_run(root, i, 0.1, acc)
+    html = build_report(root, tmp_path / "rep").read_text(encoding="utf-8")
+    metrics = html[html.index('<section id="metrics">') :]
+    metrics = metrics[: metrics.index("</table>")]
+    assert "<th" in metrics and ">diverged<" not in metrics and "no run diverged" in html
+    # losses in one positional format: 0.6 ± 0 (identical seeds), never 6.00e-01 styles
+    assert "0.6 ± 0" in metrics and "e-0" not in metrics
 
 
 def test_report_without_analysis_files(roots, tmp_path):

@@ -228,6 +228,9 @@ def test_pathprox_presets_run_the_studys_algorithm_with_the_improvement_beside(s
         (12345.6, 1234.0, "12,346 ± 1,200"),
         (28000.0, 0.0, "28,000 ± 0"),
         (0.005198, 0.000173, "0.005198 ± 0.00017"),
+        (0.000153, 9.44e-05, "0.000153 ± 0.000094"),  # not 9.44e-05
+        (3.0, 0.0004, "3.0000 ± 0.0004"),  # the mean as precise as its interval
+        (2.031e-08, 4.1e-09, "(2.031 ± 0.41)e-08"),  # below 1e-6: one shared exponent
         (float("nan"), 1.0, "-"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 MAIN_METRICS = ["train_loss", "train_acc", "val_acc", "test_loss", "test_acc"]
@@ -113,28 +114,51 @@ def print_settings_table(df: pd.DataFrame, sort_by: str | None, best: str | None
     return agg
 
 
-def number(x: float) -> str:
-    """4 significant digits; 10 000 and more written out with thousands separators (20,000
-    steps, not 2e+04)."""
-    if math.isfinite(x) and abs(x) >= 10_000:
+def _positional(x: float, digits: int, keep_zeros: bool = False) -> str:
+    """x to `digits` significant digits, never in exponent notation (0.000094, not 9.4e-05);
+    10 000 and more written out with thousands separators (20,000 steps, not 2e+04). Trailing
+    zeros are dropped unless `keep_zeros` (a half-width of 0.010 keeps its two digits)."""
+    if not math.isfinite(x):
+        return str(x)
+    if abs(x) >= 10_000:
         return f"{x:,.0f}"
-    return f"{x:.4g}"
+    if x == 0:
+        return "0"
+    text = np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="k")
+    return text.rstrip(".") if keep_zeros else text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def number(x: float) -> str:
+    """4 significant digits, in positional notation down to 1e-6 (below: exponent notation);
+    10 000 and more written out with thousands separators."""
+    if math.isfinite(x) and 0 < abs(x) < 1e-6:
+        return f"{x:.4g}"
+    return _positional(x, 4)
 
 
 def format_mean_ci_sig(mean: float, half: float) -> str:
-    """mean to 4 significant digits ± half-width to 2 (whole numbers of 10 000 and more in full),
-    the same rule for every metric of a table, so no column mixes 1680 ± 1.6e+02 styles."""
+    """mean to 4 significant digits ± half-width to 2, both positional (0.000153 ± 0.000094;
+    1680 ± 160, whole numbers of 10 000 and more in full): one rule for every metric of a table,
+    so no column mixes 1680 ± 1.6e+02 styles. Values below 1e-6 share one exponent:
+    (2.031 ± 0.41)e-08."""
     if math.isnan(mean):
         return "-"
     if math.isnan(half):
         return number(mean)
+    largest = max(abs(mean), abs(half))
+    if 0 < largest < 1e-6:
+        exponent = math.floor(math.log10(largest))
+        scale = 10.0**-exponent
+        return f"({_positional(mean * scale, 4)} ± {_positional(half * scale, 2, keep_zeros=True)})e{exponent:03d}"
     if half == 0:
-        h = "0"
-    elif abs(half) >= 10:  # two significant digits, written out: 160, not 1.6e+02
-        h = f"{round(half, 2 - len(str(int(abs(half))))):,.0f}"
-    else:
-        h = f"{half:.2g}"
-    return f"{number(mean)} ± {h}"
+        return f"{number(mean)} ± 0"
+    h, m = _positional(half, 2, keep_zeros=True), number(mean)
+    if abs(mean) >= 10_000 and abs(half) >= 1_000:
+        h = f"{float(h):,.0f}"
+    decimals = len(h.partition(".")[2])
+    if decimals > len(m.partition(".")[2]) and abs(mean) < 10_000:
+        m = f"{mean:.{decimals}f}"  # the mean as precise as its interval: 3.0000 ± 0.0004
+    return f"{m} ± {h}"
 
 
 def format_mean_ci(mean: float, half: float, scale: float = 1.0, digits: int = 2) -> str:

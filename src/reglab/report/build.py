@@ -23,7 +23,7 @@ import pandas as pd
 
 from .. import __version__
 from ..aggregate import aggregate_seeds
-from ..report_table import format_mean_ci
+from ..report_table import format_mean_ci, format_mean_ci_sig
 from ..results import provenance_notes
 from . import figures as F
 from . import html as H
@@ -112,7 +112,7 @@ def _settings_table(d: ReportData) -> str:
         rows.append(
             [
                 str(s.index + 1),
-                H.swatch(s.color) + H.e(s.label),
+                H.setting(s.color, s.label),
                 str(len(s.runs)),
                 H.e(", ".join(map(str, s.seeds))),
                 f'<span class="flag">{div}</span>' if div else "0",
@@ -127,15 +127,6 @@ def _settings_table(d: ReportData) -> str:
         num_cols=(0, 2, 4),
         row_classes=classes,
     )
-
-
-def _fmt_sig(mean: float, half: float) -> str:
-    """mean ± half with about 3 significant digits (for quantities of any scale)."""
-    if math.isnan(mean):
-        return "–"
-    if math.isnan(half) or half == 0:
-        return f"{mean:.4g}"
-    return f"{mean:.4g} ± {half:.2g}"
 
 
 def measurement_final_columns(d: ReportData) -> list[str]:
@@ -182,6 +173,8 @@ def final_metrics(d: ReportData) -> tuple[pd.DataFrame, list[tuple[str, str, str
 
 
 def _metrics_table(d: ReportData, fm: pd.DataFrame, metrics, counts: bool = True) -> str:
+    """One row per setting; the diverged column only when some run diverged (the text says so)."""
+    with_diverged = counts and bool((fm["diverged"] > 0).any())
     best: dict[str, int] = {}
     for m, _, kind in metrics:
         col = fm[f"{m}_mean"]
@@ -190,21 +183,20 @@ def _metrics_table(d: ReportData, fm: pd.DataFrame, metrics, counts: bool = True
     rows, classes = [], []
     for i, (s, r) in enumerate(zip(d.settings, fm.to_dict("records"))):
         div = r["diverged"]
-        cells: list[H.Cell] = [H.swatch(s.color) + H.e(s.label)]
+        cells: list[H.Cell] = [H.setting(s.color, s.label)]
         if counts:
-            cells += [str(r["n"]), f'<span class="flag">⚠ {div}</span>' if div else "0"]
+            cells.append(str(r["n"]))
+        if with_diverged:
+            cells.append(f'<span class="flag">⚠ {div}</span>' if div else "0")
         for m, _, kind in metrics:
             mean, half = r[f"{m}_mean"], r[f"{m}_ci95"]
-            if kind == "acc":
-                txt = format_mean_ci(mean, half, scale=100.0, digits=2)
-            elif kind == "loss":
-                txt = format_mean_ci(mean, half, digits=3)
-            else:
-                txt = _fmt_sig(mean, half)
+            acc = kind == "acc"
+            txt = format_mean_ci(mean, half, scale=100.0, digits=2) if acc else format_mean_ci_sig(mean, half)
             cells.append((H.e(txt), "best") if best.get(m) == i else H.e(txt))
         rows.append(cells)
         classes.append("diverged" if div else "")
-    header = ["setting", *(["n", "diverged"] if counts else []), *[H.e(h) for _, h, _ in metrics]]
+    header = ["setting", *(["n"] if counts else []), *(["diverged"] if with_diverged else [])]
+    header += [H.e(h) for _, h, _ in metrics]
     return H.table(header, rows, num_cols=range(1, len(header)), row_classes=classes)
 
 
@@ -220,7 +212,7 @@ def _margin_table(d: ReportData, by: dict, kind: str) -> str:
             q05, q50, q95 = np.quantile(v, [0.05, 0.5, 0.95])
             rows.append(
                 [
-                    H.swatch(s.color) + H.e(s.label),
+                    H.setting(s.color, s.label),
                     H.e(name),
                     str(len(v)),
                     f"{q50:.4g}",
@@ -248,7 +240,11 @@ def _measurement_table(d: ReportData, fm: pd.DataFrame, metrics) -> str:
             if math.isnan(mean):
                 continue
             rows.append(
-                [H.swatch(s.color) + H.e(s.label) if first else "", f"<code>{H.e(h)}</code>", H.e(_fmt_sig(mean, half))]
+                [
+                    H.setting(s.color, s.label) if first else "",
+                    f"<code>{H.e(h)}</code>",
+                    H.e(format_mean_ci_sig(mean, half)),
+                ]
             )
             first = False
     return H.table(["setting", "quantity", "final value"], rows, num_cols=(2,)) if rows else ""
@@ -292,8 +288,10 @@ def _render(d: ReportData, title: str) -> tuple[str, list[F.Fig], pd.DataFrame]:
         "<p>Final metrics of each setting, measured at the end of training (on the restored best weights "
         "where early stopping asked for it): mean over the seeds ± the half-width of the 95% confidence interval "
         "of the mean (Student's t with n−1 degrees of freedom; no interval with one run). n counts the runs "
-        "that finished without diverging; diverged runs (⚠) are excluded from the means. Losses are the data "
-        "term only (no penalty); accuracies are in percent. Best mean per column in bold.</p>"
+        "that finished without diverging; "
+        + ("diverged runs (⚠) are excluded from the means. " if (fm["diverged"] > 0).any() else "no run diverged. ")
+        + "Losses are the data term only (no penalty); accuracies are in percent. Best mean per column in "
+        "bold.</p>"
     )
     main = [m for m in metrics if m[2] != "other"]
     other = [m for m in metrics if m[2] == "other"]

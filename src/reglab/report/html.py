@@ -32,6 +32,7 @@ tr.diverged td { background: #fff4f2; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px;
           vertical-align: -1px; }
 code, .kv { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; }
+.setting { white-space: nowrap; }
 .kv { display: inline-block; margin: 0 10px 2px 0; white-space: nowrap; }
 .kv b { font-weight: normal; color: var(--muted); }
 figure { margin: 18px 0 26px; }
@@ -52,6 +53,11 @@ def e(x: object) -> str:
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def setting(color: Sequence[float], label: str) -> str:
+    """A setting's swatch and label, kept on one line (a label broken mid-setting reads as two)."""
+    return f'<span class="setting">{swatch(color)}{e(label)}</span>'
 
 
 def swatch(color: Sequence[float]) -> str:
