@@ -229,8 +229,10 @@ def test_pathprox_presets_run_the_studys_algorithm_with_the_improvement_beside(s
         (28000.0, 0.0, "28,000 ± 0"),
         (0.005198, 0.000173, "0.005198 ± 0.00017"),
         (0.000153, 9.44e-05, "0.000153 ± 0.000094"),  # not 9.44e-05
-        (3.0, 0.0004, "3.0000 ± 0.0004"),  # the mean as precise as its interval
-        (2.031e-08, 4.1e-09, "(2.031 ± 0.41)e-08"),  # below 1e-6: one shared exponent
+        (0.005306, 0.00019999, "0.005306 ± 0.00020"),  # two digits also when rounding carries
+        (4.998e-05, 4.2e-06, "(4.998 ± 0.42)e-05"),  # below 1e-4: one shared exponent
+        (3.0, 0.0004, "3.00000 ± 0.00040"),  # the mean as precise as its interval (two digits)
+        (2.031e-08, 4.1e-09, "(2.031 ± 0.41)e-08"),
         (float("nan"), 1.0, "-"),
     ],
 )

@@ -99,6 +99,7 @@ CASES = {
     "l2_mul_rho_wn": ("[{name: l2_mul, lam: LAM}]", ["model.weight_norm=rho", "model.wn_g0=1.2"]),
     "frobenius": ("[{name: frobenius, lam: LAM}]", ["optim.momentum=0.9", "optim.nesterov=true"]),
     "nuclear_norm": ("[{name: nuclear_norm, lam: LAM}]", []),
+    "spectral_energy": ("[{name: spectral_energy, lam: LAM}]", ["optim.momentum=0.9"]),
     "path_energy": ("[{name: path_energy, lam: LAM}]", ["optim.momentum=0.9"]),
     "path_energy_bias": ("[{name: path_energy, lam: LAM, roles: [weight, bias]}]", []),
     "path_norm": ("[{name: path_norm, lam: LAM}]", ["optim.name=adam", "optim.lr_scale=0.1"]),
@@ -117,6 +118,17 @@ def _opt(overrides: list[str], lr: float) -> tuple[float, list[str]]:
         else:
             rest.append(o)
     return lr * scale, rest
+
+
+def test_every_regularizer_that_vectorizes_is_compared_with_one_by_one():
+    """A class that declares `vectorizes` needs a row in CASES (and nothing else)."""
+    import re
+
+    from reglab.regularizers import REGULARIZERS
+
+    declared = {n for n in REGULARIZERS.names() if REGULARIZERS.get(n).vectorizes}
+    tested = {m for regs, _ in CASES.values() for m in re.findall(r"name: (\w+)", regs)}
+    assert declared == tested
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

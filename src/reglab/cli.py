@@ -6,6 +6,7 @@ Errors a user can cause print one line naming the field and what is allowed, and
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -56,8 +57,6 @@ class _Group(click.Group):
         except BrokenPipeError:
             # the reader went away (`reglab sweep ... --dry-run | head`): nothing to say to it;
             # stdout goes to /dev/null so the interpreter's final flush does not fail again
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)  # 128 + SIGPIPE, as a shell reports a pipe's reader leaving
         except OSError as e:
@@ -604,7 +603,21 @@ def _differences(runs: list) -> list[dict]:
 
 
 def main() -> None:
+    _working_directory_importable()
     cli(prog_name="reglab")
+
+
+def _working_directory_importable() -> None:
+    """Let configs name modules in the working directory (model.name: "nets:make_net"), as
+    `python -m` does; the console script would otherwise see only its own bin directory. It goes
+    last on sys.path, so a stray file there (yaml.py) never shadows a module reglab imports.
+    Spawned sweep workers inherit sys.path, so they find the same modules."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the directory was removed: nothing to add
+        return
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 if __name__ == "__main__":

@@ -649,8 +649,10 @@ def _check_rho_wn_terms(cfg: RunConfig) -> None:
         return
     names = [(f"regularizers.{i}", r.name) for i, r in enumerate(cfg.regularizers)]
     names += [(f"analysis.monitors.{i}", m.name) for i, m in enumerate(cfg.analysis.monitors)]
+    from .regularizers import REGULARIZERS
+
     for where, name in names:
-        if name == "l2_sum":
+        if REGULARIZERS.get(name, f"{where}.name").name == "l2_sum":  # also under an import path
             raise ConfigError(
                 f"{where}.name",
                 "l2_sum is constant under model.weight_norm: rho (every layer has norm 1); penalize the "

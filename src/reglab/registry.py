@@ -1,7 +1,15 @@
-"""Name -> object registries, so configs name models, datasets and regularizers as strings."""
+"""Name -> object registries, so configs name models, datasets and regularizers as strings.
+
+Besides the registered names, a name with a colon is an import path, "module.path:attribute"
+(as in entry points), for a user's own model, dataset, regularizer or schedule. It is resolved
+at every lookup, so config checks, runs and spawned sweep workers all resolve it the same way;
+importlib keeps each imported module in sys.modules, so only the first lookup imports.
+"""
 
 from __future__ import annotations
 
+import importlib
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -17,6 +25,8 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
+            if ":" in name:  # a colon marks an import path (see `get`); a registered name never has one
+                raise ValueError(f"{self.kind} name {name!r} has a colon")
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = obj
@@ -28,11 +38,34 @@ class Registry(Generic[T]):
         self.register(name)(obj)
 
     def get(self, name: str, field: str = "name") -> T:
-        """Look a name up; an unknown name is a ConfigError naming `field`."""
+        """Look a name up, or import it when it is "module.path:attribute"; an unknown name or
+        a bad import path is a ConfigError naming `field`."""
+        if ":" in name:
+            return self._import(name, field)
         try:
             return self._items[name]
         except KeyError:
-            raise ConfigError(field, f"unknown {self.kind} {name!r}", self.names()) from None
+            raise ConfigError(
+                field, f"unknown {self.kind} {name!r}; one of your own is named module.path:attribute", self.names()
+            ) from None
+
+    def _import(self, name: str, field: str) -> T:
+        module_name, _, attr = name.partition(":")
+        if not module_name or not attr:
+            raise ConfigError(field, f"{name!r} is not an import path: write module.path:attribute")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:  # the user's module may fail in any way while it runs; say how, in one line
+            raise ConfigError(field, f"cannot import module {module_name!r}: {_one_line(e)}") from None
+        obj: object = module
+        for part in attr.split("."):  # "module:Class.attribute", as entry points allow
+            if not hasattr(obj, part):
+                raise ConfigError(field, f"module {module_name!r} has no attribute {attr!r}")
+            obj = getattr(obj, part)
+        what, fits = _expected(self.kind)
+        if not fits(obj):
+            raise ConfigError(field, f"{name} is {_describe(obj)}, not {what}")
+        return obj  # type: ignore[return-value]
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -42,6 +75,49 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _expected(kind: str) -> tuple[str, Callable[[object], bool]]:
+    """What an imported object must be to stand where the registry `kind` holds its objects: the
+    registries' own modules import this one, so their base types are imported here on use."""
+    if kind == "model":
+        from torch import nn
+
+        def builder(obj: object) -> bool:  # a function, or a Module class built from the same arguments
+            return callable(obj) and (not isinstance(obj, type) or issubclass(obj, nn.Module))
+
+        return "a model builder (a callable (cfg, input_shape, num_outputs) -> torch.nn.Module)", builder
+    if kind == "dataset":
+        from .data.spec import DatasetSpec
+
+        return "a reglab.data.DatasetSpec", lambda obj: isinstance(obj, DatasetSpec)
+    if kind == "regularizer":
+        from .regularizers.base import Regularizer
+
+        return "a subclass of reglab.regularizers.Regularizer", lambda obj: _subclass(obj, Regularizer)
+    if kind == "schedule":
+        from .schedules.base import LambdaSchedule
+
+        return "a subclass of reglab.schedules.LambdaSchedule", lambda obj: _subclass(obj, LambdaSchedule)
+    return f"a {kind}", lambda obj: True
+
+
+def _subclass(obj: object, base: type) -> bool:
+    return isinstance(obj, type) and issubclass(obj, base)
+
+
+def _describe(obj: object) -> str:
+    return f"the class {obj.__qualname__}" if isinstance(obj, type) else f"of type {type(obj).__name__}"
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception raised while importing, in one line: its type, its message and, when it is
+    not an ImportError (whose message says what is missing), where the user's code raised it."""
+    text = f"{type(e).__name__}: {' '.join(str(e).split())}"
+    if not isinstance(e, ImportError | SyntaxError) and e.__traceback__ is not None:
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        text += f" (at {last.filename}:{last.lineno})"
+    return text
 
 
 def validate_options(cls, opts: dict, where: str, kind: str):

@@ -124,14 +124,15 @@ def _positional(x: float, digits: int, keep_zeros: bool = False) -> str:
         return f"{x:,.0f}"
     if x == 0:
         return "0"
-    text = np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="k")
+    rounded = float(f"{x:.{digits}g}")  # round first: numpy drops a digit when rounding carries (0.00019999)
+    text = np.format_float_positional(rounded, precision=digits, unique=False, fractional=False, trim="k")
     return text.rstrip(".") if keep_zeros else text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def number(x: float) -> str:
-    """4 significant digits, in positional notation down to 1e-6 (below: exponent notation);
+    """4 significant digits, in positional notation down to 1e-4 (below: exponent notation);
     10 000 and more written out with thousands separators."""
-    if math.isfinite(x) and 0 < abs(x) < 1e-6:
+    if math.isfinite(x) and 0 < abs(x) < 1e-4:
         return f"{x:.4g}"
     return _positional(x, 4)
 
@@ -139,14 +140,14 @@ def number(x: float) -> str:
 def format_mean_ci_sig(mean: float, half: float) -> str:
     """mean to 4 significant digits ± half-width to 2, both positional (0.000153 ± 0.000094;
     1680 ± 160, whole numbers of 10 000 and more in full): one rule for every metric of a table,
-    so no column mixes 1680 ± 1.6e+02 styles. Values below 1e-6 share one exponent:
-    (2.031 ± 0.41)e-08."""
+    so no column mixes 1680 ± 1.6e+02 styles. Values below 1e-4 share one exponent:
+    (4.998 ± 0.42)e-05."""
     if math.isnan(mean):
         return "-"
     if math.isnan(half):
         return number(mean)
     largest = max(abs(mean), abs(half))
-    if 0 < largest < 1e-6:
+    if 0 < largest < 1e-4:
         exponent = math.floor(math.log10(largest))
         scale = 10.0**-exponent
         return f"({_positional(mean * scale, 4)} ± {_positional(half * scale, 2, keep_zeros=True)})e{exponent:03d}"

@@ -30,9 +30,10 @@ from .evaluation import LossFn, correct, evaluate, make_loss_fn
 from .optim import build_lr_schedule, build_optimizer
 from .provenance import ONE_BY_ONE, compute_version, segment
 from .prune import apply_keep_policy
+from .regularization import Regularization, Term
 from .regularizers import Regularizer, StepContext, build_regularizer
 from .runtime import keep_freed_memory, resolve_device, seed_everything
-from .schedules import LambdaSchedule, build_schedule
+from .schedules import build_schedule
 from .store import RunBusy, RunDir, RunLock
 
 if TYPE_CHECKING:  # reglab.data is imported when a run is prepared, not with this module
@@ -40,15 +41,6 @@ if TYPE_CHECKING:  # reglab.data is imported when a run is prepared, not with th
 
 FLUSH_EVERY = 50
 """Steps between writes of the per-step log (and NaN checks)."""
-
-
-@dataclass
-class Term:
-    """One regularizer with its lambda schedule."""
-
-    key: str
-    reg: Regularizer
-    sched: LambdaSchedule
 
 
 @dataclass
@@ -60,7 +52,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     lr_sched: LRScheduler | None
     """None for a constant learning rate."""
-    terms: list[Term]
+    regularization: Regularization
     loss_fn: LossFn
     steps_per_epoch: int
     total_steps: int
@@ -68,6 +60,10 @@ class Setup:
     aug_gen: torch.Generator
     monitors: list[tuple[str, Regularizer]] = field(default_factory=list)
     """(key, regularizer) measured at each evaluation without entering the loss."""
+
+    @property
+    def terms(self) -> list[Term]:
+        return self.regularization.terms
 
     @property
     def step_monitors(self) -> list[Regularizer]:
@@ -160,7 +156,7 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
         model,
         optimizer,
         lr_sched,
-        terms,
+        Regularization(terms),
         loss_fn,
         steps_per_epoch,
         total,
@@ -325,48 +321,35 @@ class Trainer:
         self._save_resume_point(0.0)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        s = self.s
+        """One optimizer step: the loss, the regularization around the optimizer (see
+        reglab.regularization for the order), monitors, schedule measurements and the log row."""
+        s, reg = self.s, self.s.regularization
         model, opt = s.model, s.optimizer
         out = model(x)
         data_loss = s.loss_fn(out, y)
+        ctx = StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch) if len(reg) else None
+        values, weighted = reg.penalties(model, ctx) if ctx is not None else ([], [])
         total = data_loss
-        values: list[torch.Tensor] = []
-        weighted: list[torch.Tensor] = []
-        ctx = None
-        if s.terms:
-            ctx = StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch)
-            for t in s.terms:
-                if t.reg.has_penalty:
-                    r = t.reg.penalty(model, ctx)
-                    values.append(r.detach())
-                    if t.sched.lam != 0.0:
-                        weighted.append(t.sched.lam * r)
-                        total = total + weighted[-1]
+        for w in weighted:
+            total = total + w
         opt.zero_grad(set_to_none=True)
         if ctx is not None and ctx.data_grads is not None:
             backward_with_known_data_grads(weighted, ctx.data_grads)
         else:
             total.backward()
         lr = opt.param_groups[0]["lr"]
-        for t in s.terms:
-            if t.reg.has_pre_step:
-                t.reg.pre_step(model, t.sched.lam, lr)
+        reg.before_optimizer_step(model, lr)
         opt.step()
-        for t in s.terms:
-            if t.reg.has_prox:
-                t.reg.prox(model, t.sched.lam, lr)
-            assert ctx is not None  # built above whenever there are terms
-            t.reg.after_step(model, ctx)
+        reg.after_optimizer_step(model, lr, ctx)
         if s.step_monitors:
             self._follow_monitors(ctx or StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch))
         row = [data_loss.detach(), total.detach(), *values]
-        lams = tuple(t.sched.lam for t in s.terms)  # the step's lambdas, before a measurement changes them
-        measure = [t for t in s.terms if t.sched.wants_measurement(self.step, self.batch_in_epoch)]
+        lams = reg.lams  # the step's lambdas, before a measurement changes them
+        measure = reg.wanting_measurement(self.step, self.batch_in_epoch)
         if measure:  # one device sync for all schedules measuring at this step
             acc = correct(out.detach(), y, s.data.task).item() / y.shape[0]
             metrics = {"train_loss": data_loss.item(), "train_acc": acc, "epoch_step": self.batch_in_epoch}
-            for t in measure:
-                t.sched.observe(self.step, metrics)
+            reg.measure(self.step, metrics, measure)
         if s.lr_sched is not None and s.cfg.lr_schedule.unit == "iteration":
             s.lr_sched.step()
         if self.step % s.cfg.train.log_every == 0:
@@ -461,7 +444,7 @@ class Trainer:
         model, out = self.s.model, {}
         for key, reg in self.s.monitors:
             if reg.has_penalty and not reg.follows_steps:
-                out[f"monitor.{key}"] = float(reg.penalty(model, None))  # type: ignore[arg-type]
+                out[f"monitor.{key}"] = float(reg.penalty(model, None))
             for k, v in reg.report(model).items():
                 out[f"monitor.{key}.{k}"] = v
         return out
@@ -611,7 +594,7 @@ class Trainer:
             "model": s.model.state_dict(),
             "optimizer": s.optimizer.state_dict(),
             "lr_sched": s.lr_sched.state_dict() if s.lr_sched is not None else None,
-            "terms": [{"reg": t.reg.state_dict(), "sched": t.sched.state_dict()} for t in s.terms],
+            "terms": s.regularization.state_dict(),
             "monitors": [reg.state_dict() for _, reg in s.monitors],
             "step": self.step,
             "epoch": self.epoch,
@@ -647,9 +630,7 @@ class Trainer:
         s.optimizer.load_state_dict(ck["optimizer"])
         if s.lr_sched is not None and ck["lr_sched"] is not None:
             s.lr_sched.load_state_dict(ck["lr_sched"])
-        for t, st in zip(s.terms, ck["terms"]):
-            t.reg.load_state_dict(st["reg"])
-            t.sched.load_state_dict(st["sched"])
+        s.regularization.load_state_dict(ck["terms"])
         for (_, reg), st in zip(s.monitors, ck.get("monitors", [])):
             reg.load_state_dict(st)
         self.step, self.epoch, self.batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]

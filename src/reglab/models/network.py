@@ -81,3 +81,35 @@ def pair_weight_layers(layers: OrderedDict[str, nn.Module], pair_across_pooling:
 def output_head(num_outputs: int) -> OrderedDict[str, nn.Module]:
     """What follows the last layer: a squeeze for one-output (binary ±1) models, else nothing."""
     return OrderedDict(squeeze=SqueezeLastDim()) if num_outputs == 1 else OrderedDict()
+
+
+def declare_unit_groups(model: nn.Module, pairs: list[tuple[str, str]] | None = None) -> nn.Module:
+    """Give any module PathProx / path-norm unit groups, in place; returns the model.
+
+    `pairs` are (W-layer, V-layer) submodule names, e.g. [("0", "2")] for
+    nn.Sequential(nn.Linear, nn.ReLU(), nn.Linear): unit j has input weights W[j] and output
+    weights V[:, j]. Without `pairs` the model must be an nn.Sequential, whose pairs are read off
+    its layer order as for reglab's own models (every module between two paired layers must be
+    positively homogeneous: ReLU, pooling, ...). Names, not modules, are stored, so the groups
+    survive copies and state-dict loads."""
+    if pairs is None:
+        if not isinstance(model, nn.Sequential):
+            raise ValueError(
+                f"{type(model).__name__} is not an nn.Sequential: name its layer pairs, "
+                "declare_unit_groups(model, pairs=[('fc1', 'fc2')])"
+            )
+        layers = OrderedDict(model.named_children())
+        pairs = pair_weight_layers(layers)
+        if not pairs:
+            others = sorted({type(m).__name__ for m in layers.values()} - {"Linear", "Conv2d"})
+            raise ValueError(
+                "no unit groups: PathProx needs consecutive weight layers of one type with only positively "
+                f"homogeneous modules (ReLU, pooling, Flatten) between them; this model has {others}"
+            )
+    for w, v in pairs:
+        for name in (w, v):
+            layer = model.get_submodule(name)
+            if not isinstance(layer, WEIGHT_LAYER_TYPES):
+                raise ValueError(f"{name!r} is a {type(layer).__name__}, not a Linear or Conv2d layer")
+    model.__dict__["group_pairs"] = list(pairs)  # a plain attribute (nn.Module.__setattr__ takes modules and tensors)
+    return model

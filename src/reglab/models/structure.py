@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import torch
 from torch import nn
@@ -44,8 +44,16 @@ def weight_layers(model: nn.Module) -> list[tuple[str, WeightLayer]]:
 
 
 def unit_groups(model: nn.Module) -> list[UnitGroup]:
+    """The model's unit groups: from its `unit_groups()` method (reglab's models), else from the
+    (W-layer name, V-layer name) pairs in its `group_pairs` attribute (`declare_unit_groups`)."""
     fn = getattr(model, "unit_groups", None)
-    return list(fn()) if callable(fn) else []
+    if callable(fn):
+        return list(fn())
+    pairs = getattr(model, "group_pairs", None)
+    if not pairs:
+        return []
+    layer = lambda name: cast(WeightLayer, model.get_submodule(name))  # noqa: E731  (checked by declare_unit_groups)
+    return [UnitGroup(f"{w}-{v}", layer(w), layer(v)) for w, v in pairs]
 
 
 def other_layers(model: nn.Module) -> list[tuple[str, WeightLayer]]:

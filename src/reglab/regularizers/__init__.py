@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..registry import Registry, validate_options
-from .base import Options, Regularizer, StepContext
-
-REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
+from ..registry import validate_options
 
 # Importing the modules registers their classes.
-from . import _all  # noqa: E402,F401
+from . import _all  # noqa: F401  (after REGULARIZERS exists)
+from .base import Options, Regularizer, StepContext
+from .registry import REGULARIZERS
 
 _BASE_KEYS = {"name", "lam", "schedule", "roles"}
 

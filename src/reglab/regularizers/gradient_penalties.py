@@ -61,8 +61,8 @@ from torch.func import functional_call, jacrev, vmap
 
 from ..errors import ConfigError
 from ..models.structure import params_by_role
-from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
+from .registry import REGULARIZERS
 
 # ----------------------------------------------------------------------------------------------
 # plain functions (the math)
@@ -239,7 +239,8 @@ class GradientNorm(Regularizer):
     ``roles`` (default weights). See the module docstring for both methods. ``report`` gives the
     value of the last training step as ``grad_norm`` (always the unsquared norm)."""
 
-    name = "gradient_norm"
+    not_vectorized_why = "its penalty differentiates the loss with torch.autograd.grad inside the step"
+
     uses_batch = True
     Options = GradientNormOptions
     options: GradientNormOptions
@@ -251,7 +252,8 @@ class GradientNorm(Regularizer):
     def setup(self, model: nn.Module) -> None:
         _selected(model, self.roles, self.name)
 
-    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
+        ctx = self.require_context(ctx)
         sel = _selected(model, self.roles, self.name)
         o = self.options
         if o.method == "exact":
@@ -285,7 +287,8 @@ class JacobianNuclear(Regularizer):
     penalty acting on every parameter, so ``roles`` must stay at its default. ``report`` gives the
     two Frobenius terms of the last training step (jac_h_frob_sq, jac_g_frob_sq)."""
 
-    name = "jacobian_nuclear"
+    not_vectorized_why = "its penalty draws random perturbations (or per-example Jacobians) inside the step"
+
     uses_batch = True
     Options = JacobianNuclearOptions
     options: JacobianNuclearOptions
@@ -340,7 +343,8 @@ class JacobianNuclear(Regularizer):
         assert self._parts is not None  # set by setup
         return self._parts[1], self._parts[2]
 
-    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
+        ctx = self.require_context(ctx)
         h, g = self._split(model)
         o = self.options
         clean = self._clean_pass(ctx) if o.method == "estimate" else None

@@ -59,10 +59,10 @@ import torch
 from torch import nn
 
 from ..models.structure import weight_layers
-from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
 from .l2 import require_weight_role_only
 from .nuclear import Solver, nuclear_norm_of
+from .registry import REGULARIZERS
 
 
 def layer_sizes(weights: list[torch.Tensor]) -> list[int]:
@@ -202,7 +202,8 @@ class GraphEnergyOptions(Options):
 class GraphEnergy(Regularizer):
     """R = sum_k |lambda_k(A)|, A the adjacency of the model's layered graph (module docstring)."""
 
-    name = "graph_energy"
+    not_vectorized_why = "its penalty builds the layered adjacency by index assignment, not tested under vmap"
+
     Options = GraphEnergyOptions
     options: GraphEnergyOptions
 

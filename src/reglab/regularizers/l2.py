@@ -31,8 +31,8 @@ from torch.nn.utils import parametrize
 from ..errors import ConfigError
 from ..models.structure import WeightLayer, layer_norm_sq, params_by_role, weight_layers
 from ..models.weightnorm import global_scale, weight_parametrizations
-from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
+from .registry import REGULARIZERS
 
 FeaturesNormalization = Literal["none", "f_out", "f_in"]
 
@@ -140,7 +140,8 @@ class L2(Regularizer):
     that is the direction V *and* the scale g). AutoL2 style (study 3, §3.4, §3.7) is roles
     [weight, bias, norm]: every parameter, no 1/2."""
 
-    name = "l2"
+    vectorizes = True
+
     Options = L2Options
     options: L2Options
 
@@ -165,9 +166,7 @@ class DecoupledWeightDecay(Regularizer):
     (no momentum) a step equals one with the penalty (lam/2) sum ||p||^2. Applied after the step
     instead it would be (1 - lam * lr)(p - lr * u), off by lam * lr^2 * u."""
 
-    name = "decoupled_weight_decay"
-    has_penalty = False
-    has_pre_step = True
+    vectorizes = True
 
     @torch.no_grad()
     def pre_step(self, model: nn.Module, lam: float, lr: float) -> None:
@@ -207,6 +206,8 @@ class L2MulOptions(_LayerNormOptions):
 
 class _LayerNormPenalty(Regularizer):
     """Shared report for l2_sum / l2_mul: per-layer norms, rho and the penalty value."""
+
+    vectorizes = True
 
     options: _LayerNormOptions
 
@@ -248,7 +249,6 @@ class L2Sum(_LayerNormPenalty):
     """R = sum_l n_l (/ L with depth_normalization mean); n_l = ||W_l||_F^2 or g_l^2 (PaperWN),
     optionally / fan-out or / fan-in. Biases and normalization parameters are never included."""
 
-    name = "l2_sum"
     Options = L2SumOptions
     options: L2SumOptions
 
@@ -272,7 +272,6 @@ class L2Mul(_LayerNormPenalty):
     """R = prod_l n_l ((.)^(1/L) with depth_normalization geometric); n_l as for l2_sum.
     dR/dW_k = 2 W_k prod_{l != k} n_l: each layer decays with the product of the others."""
 
-    name = "l2_mul"
     Options = L2MulOptions
     options: L2MulOptions
 

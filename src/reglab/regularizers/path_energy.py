@@ -45,8 +45,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.structure import params_by_role, weight_layers
-from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
+from .registry import REGULARIZERS
 
 
 def state_blocks(model: nn.Module, roles: tuple[str, ...] = ("weight",)) -> list[torch.Tensor]:
@@ -91,7 +91,9 @@ class PathEnergyOptions(Options):
 class PathEnergy(Regularizer):
     """R = (c/2) ||s(theta_t) - s(anchor)||^2 (module docstring); state survives resume."""
 
-    name = "path_energy"
+    vectorizes = True
+    per_model_state = ("_previous", "_init", "_at_penalty")  # the anchors of each model's own trajectory
+
     Options = PathEnergyOptions
     follows_steps = True
     options: PathEnergyOptions
@@ -136,7 +138,7 @@ class PathEnergy(Regularizer):
         """E = c * ||s(theta) - s(anchor)||^2, differentiable."""
         return self.scale * squared_distance(state_blocks(model, self.roles), self._anchor())
 
-    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
         """(c/2)||theta_t - theta_{t-1}||^2 at step t, where theta_{t-1} are the weights when the
         previous step's penalty was computed (before its update): the squared length of the
         previous update, as in study 2 (E_1 = 0). Call once per step; the trainer does."""

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from ..models.structure import UnitGroup, unit_groups
-from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
 from .l2 import require_weight_role_only
+from .registry import REGULARIZERS
 
 
 def unit_input_weights(group: UnitGroup, include_bias: bool = False) -> torch.Tensor:
@@ -91,7 +91,8 @@ class PathNorm(Regularizer):
     """R = sum_groups sum_j ||w_j|| ||v_j|| (module docstring). Weight layers in no group are not
     penalized (combine with l2 or frobenius for those)."""
 
-    name = "path_norm"
+    vectorizes = True
+
     Options = PathNormOptions
     options: PathNormOptions
 
@@ -103,7 +104,7 @@ class PathNorm(Regularizer):
         for g in require_unit_groups(model, self.name):
             unit_output_weights(g)  # shape check, fails early
 
-    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
         return path_norm(require_unit_groups(model, self.name), self.options.include_bias)
 
     @torch.no_grad()

@@ -66,7 +66,6 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..models.structure import UnitGroup, layer_norm_sq, other_layers, unit_groups
-from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
 from .path_norm import unit_path_norms
 from .pathprox_checks import UnsupportedModelError, check_groups, check_layer_order
@@ -78,6 +77,7 @@ from .pathprox_ops import (
     normalize_units,
     prox_group_lasso,
 )
+from .registry import REGULARIZERS
 
 # --------------------------------------------------------------------------- penalties
 
@@ -162,11 +162,10 @@ class PathProx(Regularizer):
     silently ignored).
     """
 
-    name = "pathprox"
+    vectorizes = True
+
     Options = PathProxOptions
     options: PathProxOptions
-    has_penalty = True
-    has_prox = True
 
     def __init__(self, options: PathProxOptions, roles=("weight",)):
         super().__init__(options, roles)

@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from ..models.structure import weight_layers
-from . import REGULARIZERS
 from .base import Options, Regularizer, StepContext
 from .l2 import require_weight_role_only
 from .nuclear import Solver, nuclear_norm_of
+from .registry import REGULARIZERS
 
 
 def as_matrix(weight: torch.Tensor) -> torch.Tensor:
@@ -67,6 +67,8 @@ def layerwise_spectral_energy(weight: torch.Tensor, solver: Solver = "gram") -> 
 class _PerLayerPenalty(Regularizer):
     """R = sum over weight layers of `per_layer(W_l)`; report: the total and each layer's value."""
 
+    vectorizes = True
+
     def __init__(self, options, roles=("weight",)):
         super().__init__(options, roles)
         require_weight_role_only(self.name, self.roles)
@@ -80,7 +82,7 @@ class _PerLayerPenalty(Regularizer):
             raise ValueError(f"{self.name}: the model has no Linear or Conv2d layer")
         return [(name, self.per_layer(layer.weight)) for name, layer in layers]
 
-    def penalty(self, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
         return torch.stack([v for _, v in self.layer_values(model)]).sum()
 
     @torch.no_grad()
@@ -94,8 +96,6 @@ class _PerLayerPenalty(Regularizer):
 @REGULARIZERS.register("frobenius")
 class Frobenius(_PerLayerPenalty):
     """R = sum_l ||W_l||_F^2 over weight layers (study 2's ``frobenius_norm``: squared)."""
-
-    name = "frobenius"
 
     def per_layer(self, weight):
         return frobenius_sq(weight)
@@ -116,7 +116,6 @@ class NuclearNormOptions(SolverOptions):
 class NuclearNorm(_PerLayerPenalty):
     """R = c * sum_l sum_i sigma_i(M_l), c = 2 with graph_energy_convention else 1."""
 
-    name = "nuclear_norm"
     Options = NuclearNormOptions
     options: NuclearNormOptions
 
@@ -130,7 +129,6 @@ class SpectralEnergy(_PerLayerPenalty):
     """Study 2's ``layerwise``: sum_l of |eig| of the symmetric part (square M_l) or of the
     singular values (rectangular M_l). See the module docstring for why it mixes the two."""
 
-    name = "spectral_energy"
     Options = SolverOptions
     options: SolverOptions
 

@@ -6,17 +6,17 @@
 Each run's directory is written exactly as the one-by-one trainer writes it (see trainer.py).
 """
 
-from .grouping import MAX_GROUP, MAX_PARAMS, VMAPPABLE, describe_plan, group_key, plan_groups, why_not_vectorized
+from .grouping import MAX_GROUP, MAX_PARAMS, describe_plan, group_key, plan_groups, vectorizes, why_not_vectorized
 from .trainer import GroupTrainer, train_group
 
 __all__ = [
     "MAX_GROUP",
     "MAX_PARAMS",
-    "VMAPPABLE",
     "GroupTrainer",
     "describe_plan",
     "group_key",
     "plan_groups",
     "train_group",
+    "vectorizes",
     "why_not_vectorized",
 ]

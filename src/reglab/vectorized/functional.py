@@ -45,9 +45,9 @@ class StackedModels:
         return [p for p in self.params.values() if p.requires_grad]
 
 
-def stateful_attributes(reg: Regularizer) -> list[str]:
-    """Attributes of a regularizer holding per-model tensor state that its penalty may read:
-    tensors with at least one dimension, or non-empty lists of tensors."""
+def tensor_attributes(reg: Regularizer) -> list[str]:
+    """Attributes of a regularizer that hold tensors with at least one dimension, or non-empty
+    lists of tensors: what could be per-model state."""
     out = []
     for k, v in vars(reg).items():
         if (isinstance(v, Tensor) and v.ndim >= 1) or (
@@ -55,6 +55,19 @@ def stateful_attributes(reg: Regularizer) -> list[str]:
         ):
             out.append(k)
     return sorted(out)
+
+
+def stateful_attributes(reg: Regularizer) -> list[str]:
+    """The per-model state the regularizer declares (`per_model_state`) that is set now, sorted.
+    A tensor attribute it does not declare is an error: under vmap it would be shared by the
+    models of a group instead of being one per model."""
+    undeclared = sorted(set(tensor_attributes(reg)) - set(reg.per_model_state))
+    if undeclared:
+        raise TypeError(
+            f"regularizer {reg.name} holds tensors in {undeclared} that its class does not declare in "
+            "per_model_state; declare them (per-model state) or keep them out of the instance"
+        )
+    return sorted(a for a in reg.per_model_state if getattr(reg, a, None) is not None)
 
 
 def stack_state(regs: list[Regularizer], attrs: list[str]) -> dict[str, Tensor | list[Tensor]]:

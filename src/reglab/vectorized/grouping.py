@@ -12,8 +12,9 @@ A run falls back to one-by-one training (`train.run`) when (first reason that ap
   not carry per model;
 - early stopping or abort rules: each run would stop at its own step;
 - augmentation: random crops drawn per run from the run's own generator;
-- a regularizer outside `VMAPPABLE` (gradient_norm and jacobian_nuclear call autograd.grad or
-  draw random numbers inside the penalty; graph_energy is untested under vmap);
+- a regularizer whose class does not declare `vectorizes` (gradient_norm and jacobian_nuclear
+  call autograd.grad or draw random numbers inside the penalty; graph_energy is untested under
+  vmap);
 - label noise drawn from the run seed (data.noise_seed unset) when grouped with other seeds is
   handled by the key (such runs group only with runs of the same seed), not as a fallback;
 - monitors (analysis.monitors): measured by the one-by-one trainer only;
@@ -45,26 +46,13 @@ parameters takes about 3/4 of the time alone per model, one of ~800k no less tha
 MAX_GROUP = 64
 """Largest group; bigger sets of compatible runs are split into groups of at most this size."""
 
-VMAPPABLE = {
-    "l2",
-    "l2_sum",
-    "l2_mul",
-    "frobenius",
-    "nuclear_norm",
-    "spectral_energy",
-    "path_energy",
-    "path_norm",
-    "pathprox",
-    "decoupled_weight_decay",
-}
-"""Regularizers whose penalty runs under vmap and whose group results are tested against the
-one-by-one trainer (tests/test_vectorized.py). Others fall back."""
 
-NOT_VMAPPABLE_WHY = {
-    "gradient_norm": "its penalty differentiates the loss with torch.autograd.grad inside the step",
-    "jacobian_nuclear": "its penalty draws random perturbations (or per-example Jacobians) inside the step",
-    "graph_energy": "its penalty builds the layered adjacency by index assignment, not tested under vmap",
-}
+def vectorizes(name: str) -> bool:
+    """Whether regularizer `name` trains under vmap (its class declares `vectorizes`)."""
+    from ..regularizers import REGULARIZERS
+
+    return name in REGULARIZERS and REGULARIZERS.get(name).vectorizes
+
 
 # Input shapes of the built-in datasets (for counting parameters without reading data).
 _INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -160,8 +148,10 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool 
     if cfg.data.augment:
         return "data.augment: augmentation draws random crops per run"
     for i, r in enumerate(cfg.regularizers):
-        if r.name not in VMAPPABLE:
-            why = NOT_VMAPPABLE_WHY.get(r.name, "it is not among the regularizers tested under vmap")
+        if not vectorizes(r.name):
+            from ..regularizers import REGULARIZERS
+
+            why = REGULARIZERS.get(r.name).not_vectorized_why if r.name in REGULARIZERS else "unknown regularizer"
             return f"regularizers.{i}: {r.name} does not vectorize ({why})"
     if cfg.analysis.monitors:
         return "analysis.monitors: monitors are measured by the one-by-one trainer only"
