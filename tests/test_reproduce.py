@@ -257,3 +257,23 @@ def test_summary_rows_come_in_the_reports_order():
     agg = aggregate_seeds(runs, ["test_acc"], by=["setting"])
     assert list(agg["setting"]) == ["l2 lam=0.0001", "l2 lam=1e-05", "none"]
     assert list(_in_report_order(agg, runs)["setting"]) == ["none", "l2 lam=1e-05", "l2 lam=0.0001"]
+
+
+def test_curve_figures_say_the_scale_they_drew(tmp_path):
+    """A curve with a zero (path energy before the first step) cannot be drawn on a log axis; its
+    caption must not claim one. Dotted measurement names stay as logged."""
+    from reglab.publish import _curves_figure, _readable
+
+    runs = pd.DataFrame({"run": ["a", "b"], "setting": ["x", "y"]})
+    for run, values in (("a", [0.0, 5.0, 2.0]), ("b", [1.0, 0.5, 0.01])):
+        (tmp_path / run).mkdir()
+        rows = [
+            {"epoch": e, "monitor.path_energy.energy_epoch": v, "train_loss": v + 1.0} for e, v in enumerate(values)
+        ]
+        (tmp_path / run / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _curves_figure(tmp_path, runs, "monitor.path_energy.energy_epoch", tmp_path / "m.png") == "linear"
+    assert _curves_figure(tmp_path, runs, "train_loss", tmp_path / "l.png") == "log"
+    assert _curves_figure(tmp_path, runs, "never_logged", tmp_path / "n.png") is None
+    assert (tmp_path / "m.png").stat().st_size > 0
+    assert _readable("monitor.path_energy.energy_epoch") == "monitor.path_energy.energy_epoch"
+    assert _readable("test_acc") == "test acc"

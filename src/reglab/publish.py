@@ -159,8 +159,15 @@ def _log_scale(metric: str) -> bool:
     return metric.endswith(("loss", "objective_path_norm")) or metric.startswith("monitor.")
 
 
-def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path, x: str = "epoch") -> bool:
-    """An evaluation metric against epochs or steps (evals.jsonl); False when no run logged it."""
+def _readable(metric: str) -> str:
+    """A metric's name for axes and captions: plain words for plain names (test acc), the dotted
+    name as logged for measurements (monitor.path_energy.energy_epoch), so it can be looked up."""
+    return metric if "." in metric else metric.replace("_", " ")
+
+
+def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path, x: str = "epoch") -> str | None:
+    """An evaluation metric against epochs or steps (evals.jsonl): the y scale drawn ("log" or
+    "linear"), or None when no run logged it."""
     frames = []
     for _, r in runs.iterrows():
         p = root / r["run"] / "evals.jsonl"
@@ -169,15 +176,16 @@ def _curves_figure(root: Path, runs: pd.DataFrame, metric: str, path: Path, x: s
             if metric in ev.columns:
                 frames.append(ev[[x, metric]].rename(columns={x: "epoch"}).assign(setting=r["setting"]))
     if not frames:
-        return False
+        return None
     df = pd.concat(frames)
     acc = metric.endswith("acc")
     if acc:
         df = df[df["epoch"] > 0]  # the untrained network's chance level would squash the curves
-    label = metric.replace("_", " ") + (" (%)" if acc else "")
+    label = _readable(metric) + (" (%)" if acc else "")
     positive = bool((pd.to_numeric(df[metric], errors="coerce") > 0).all())
-    _band_figure(df, metric, label, path, scale=100.0 if acc else 1.0, log=_log_scale(metric) and positive, x=x)
-    return True
+    log = _log_scale(metric) and positive  # a zero (path energy before the first step) forbids a log axis
+    _band_figure(df, metric, label, path, scale=100.0 if acc else 1.0, log=log, x=x)
+    return "log" if log else "linear"
 
 
 def preset_notes(preset: Path) -> list[str]:
@@ -226,11 +234,10 @@ def publish(
     x = meta.get("x", "epoch")
     per = "iteration" if x == "step" else "epoch"
     for metric in meta.get("figures", ["test_acc", "train_loss"]):
-        if _curves_figure(root, runs, metric, fig_dir / f"{metric}.png", x=x):
-            start = f", from {per} 1" if metric.endswith("acc") else (", log scale" if _log_scale(metric) else "")
-            figures.append(
-                (f"{metric.replace('_', ' ')} per {per} (mean; band: min–max over seeds{start})", f"{metric}.png")
-            )
+        scale = _curves_figure(root, runs, metric, fig_dir / f"{metric}.png", x=x)
+        if scale is not None:
+            start = f", from {per} 1" if metric.endswith("acc") else (", log scale" if scale == "log" else "")
+            figures.append((f"{_readable(metric)} per {per} (mean; band: min–max over seeds{start})", f"{metric}.png"))
     if _spectral_energy_figure(root, runs, fig_dir / "spectral_energy.png"):
         figures.append(("spectral energy during training (mean; band: min–max over seeds)", "spectral_energy.png"))
     wall = pd.to_numeric(runs.get("wall_time"), errors="coerce").sum() if "wall_time" in runs else math.nan
