@@ -104,6 +104,8 @@ CASES = {
     "path_energy_bias": ("[{name: path_energy, lam: LAM, roles: [weight, bias]}]", []),
     "path_norm": ("[{name: path_norm, lam: LAM}]", ["optim.name=adam", "optim.lr_scale=0.1"]),
     "pathprox_prox": ("[{name: pathprox, lam: LAM}]", []),
+    # two terms, one with a prox step: both trainers apply prox and after-step hooks in one order
+    "path_energy_then_pathprox": ("[{name: path_energy, lam: LAM}, {name: pathprox, lam: LAM}]", []),
     "pathprox_wd": ("[{name: pathprox, lam: LAM, algorithm: weight_decay}]", ["optim.momentum=0.9"]),
     "decoupled_wd": ("[{name: decoupled_weight_decay, lam: LAM}]", ["optim.name=adam", "optim.lr_scale=0.1"]),
 }

@@ -211,43 +211,35 @@ class GroupTrainer:
             apply_effects(self.objective, effects, [[t.reg for t in s.terms] for s in self.setups])
             grads = torch.autograd.grad(totals.sum(), trainable)
             lrs = self._lrs()
+            # the per-model hooks around the optimizer step are the one-by-one trainer's own
+            # (reglab.regularization), called on each model's slice
             if self.pre_step_terms:
                 for i, s in enumerate(self.setups):
                     if self.active[i]:
-                        for k in self.pre_step_terms:
-                            s.terms[k].reg.pre_step(s.model, s.terms[k].sched.lam, lrs[i])
+                        s.regularization.before_optimizer_step(s.model, lrs[i])
             self.opt.step(list(grads), lrs)
             if self.prox_terms or self.hook_terms:
                 for i, s in enumerate(self.setups):
                     if not self.active[i]:
                         continue
-                    for k in self.prox_terms:
-                        t = s.terms[k]
-                        t.reg.prox(s.model, t.sched.lam, lrs[i])
+                    ctx = None
                     if self.hook_terms:
                         ctx = StepContext(
                             step, x[i], y[i], outs[i].detach(), data_loss[i].detach(), s.loss_fn, epoch=epoch
                         )
-                        for k in self.hook_terms:
-                            s.terms[k].reg.after_step(s.model, ctx)
+                    s.regularization.after_optimizer_step(s.model, lrs[i], ctx)
             rows = torch.cat([data_loss.detach()[:, None], totals.detach()[:, None], pens.detach()], dim=1).float()
             step_lams = [tuple(t.sched.lam for t in s.terms) for s in self.setups]  # before any measurement
-            measure = [[t.sched.wants_measurement(step, bie) for t in s.terms] for s in self.setups]
+            asking = [s.regularization.wanting_measurement(step, bie) for s in self.setups]
             lam_changed = False
-            if any(any(m) for m in measure):
+            if any(asking):  # one device sync for all models measuring at this step
                 corr = torch.stack([correct(outs[i].detach(), y[i], task) for i in range(self.M)])
                 vals = torch.stack([data_loss.detach().double(), corr.double()], dim=1).tolist()
                 for i, s in enumerate(self.setups):
-                    if not self.active[i]:
-                        continue
-                    for t, m in zip(s.terms, measure[i]):
-                        if m:
-                            before = t.sched.lam
-                            t.sched.observe(
-                                step,
-                                {"train_loss": vals[i][0], "train_acc": vals[i][1] / y.shape[1], "epoch_step": bie},
-                            )
-                            lam_changed |= t.sched.lam != before
+                    if self.active[i] and asking[i]:
+                        metrics = {"train_loss": vals[i][0], "train_acc": vals[i][1] / y.shape[1], "epoch_step": bie}
+                        s.regularization.measure(step, metrics, asking[i])
+                        lam_changed |= s.regularization.lams != step_lams[i]
             if lam_changed:
                 lams = self._lams()
             if cfg.lr_schedule.name != "constant" and cfg.lr_schedule.unit == "iteration":
