@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format bench clean api-docs
 
 venv: $(STAMP)
 
@@ -25,11 +25,15 @@ test: $(STAMP)
 
 # ruff (lint + format check) and mypy, configured in pyproject.toml; also run by .ci/run and
 # by the pre-commit hooks (.pre-commit-config.yaml).
-LINT_PATHS := src tests bench
+LINT_PATHS := src tests bench tools
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+
+# The public API's reference, from its docstrings (tests/test_api_reference.py keeps it current).
+api-docs: $(STAMP)
+	$(BIN)/python tools/api_reference.py > docs/api.md
 
 format: $(STAMP)
 	$(BIN)/ruff format $(LINT_PATHS)

@@ -22,6 +22,8 @@ from .store import RunDir
 
 @dataclass
 class LoadedRun:
+    """A finished run: where it is, its config, its trained model and its summary."""
+
     path: Path
     config: RunConfig
     model: nn.Module

@@ -7,7 +7,7 @@
 2. after the backward, `before_optimizer_step(model, lr)`: the pre-step hooks (decoupled decay);
 3. after the optimizer step, `after_optimizer_step(model, lr, ctx)`: each term's proximal step,
    then its `after_step` (state such as the previous weights);
-4. `measure(step, epoch_step, metrics)`: the lambda schedules that asked for a measurement at
+4. `measure(step, metrics)`: the lambda schedules that asked for a measurement at
    this step see the batch's loss and accuracy and may change lam.
 
 The trainer calls these four; your own loop can too, or use the two conveniences `context`
@@ -39,11 +39,16 @@ class Term:
 
     @property
     def lam(self) -> float:
+        """The current lam (the schedule owns it)."""
         return self.sched.lam
 
 
 class Regularization:
-    """The terms of a run, applied around the optimizer step (see the module docstring)."""
+    """The terms of a run, applied around the optimizer step, in this order: `penalties` (lam * R
+    of every term, summed into the loss), `before_optimizer_step` (after the backward),
+    `after_optimizer_step` (proximal steps, then after-step updates) and `measure` (the lambda
+    schedules that asked see the batch's loss and accuracy). `finish_step` does the last two in
+    your own loop."""
 
     def __init__(self, terms: list[Term]):
         keys = [t.key for t in terms]
@@ -59,9 +64,11 @@ class Regularization:
 
     @property
     def lams(self) -> tuple[float, ...]:
+        """Every term's current lam, in order."""
         return tuple(t.sched.lam for t in self.terms)
 
     def setup(self, model: nn.Module) -> None:
+        """Every term's `setup(model)`: once, before the first step."""
         for t in self.terms:
             t.reg.setup(model)
 
@@ -87,6 +94,8 @@ class Regularization:
         return torch.stack(weighted).sum()
 
     def before_optimizer_step(self, model: nn.Module, lr: float) -> None:
+        """After the backward, before `optimizer.step()`: the pre-step hooks (decoupled decay acts
+        on the weights the gradient was taken at)."""
         for t in self.terms:
             if t.reg.has_pre_step:
                 t.reg.pre_step(model, t.sched.lam, lr)
@@ -101,6 +110,7 @@ class Regularization:
         return out
 
     def wanting_measurement(self, step: int, epoch_step: int | None = None) -> list[Term]:
+        """The terms whose schedule measures after step `step` (0-based)."""
         return [t for t in self.terms if t.sched.wants_measurement(step, epoch_step)]
 
     def measure(self, step: int, metrics: dict[str, float], terms: list[Term] | None = None) -> None:
@@ -121,6 +131,7 @@ class Regularization:
         return [{"reg": t.reg.state_dict(), "sched": t.sched.state_dict()} for t in self.terms]
 
     def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        """Restore what `state_dict` returned (regularizer and schedule state of every term)."""
         if len(state) != len(self.terms):
             raise ValueError(f"state for {len(state)} terms, this regularization has {len(self.terms)}")
         for t, st in zip(self.terms, state, strict=True):

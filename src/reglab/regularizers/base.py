@@ -140,7 +140,8 @@ class Regularizer:
         return ctx
 
     def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint (for a resume that continues exactly), as plain data and tensors."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what `state_dict` returned; called after `setup` on resume."""
