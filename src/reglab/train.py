@@ -255,8 +255,12 @@ class Trainer:
         """Why training stopped before its budget: early stopping, or an abort rule."""
         self.diverged_at: int | None = None
         self.elapsed = 0.0
-        self._pending: list[tuple[int, int, float, tuple[float, ...], torch.Tensor]] = []
-        self._t0: float | None = None
+        self.pending_rows: list[tuple[int, int, float, tuple[float, ...], torch.Tensor]] = []
+        """Per-step log rows (step, epoch, lr, lams, values) not yet written; `flush_log` writes
+        them. The vectorized trainer appends its models' rows here too."""
+        self.clock_start: float | None = None
+        """perf_counter() at the start of the current training segment (None between segments):
+        evaluations add the time since then to `elapsed`."""
         self._last_eval: dict = {}
         self.trained_by: list[dict] = []
         """One provenance segment per start of training (see reglab.provenance)."""
@@ -269,12 +273,12 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
         s, cfg = self.s, self.s.cfg
-        resumed = self._maybe_resume()
+        resumed = self.maybe_resume()
         if not resumed and cfg.train.eval_at_start:
-            self._evaluate()
+            self.evaluate_now()
         self.begin_segment(ONE_BY_ONE)
         start_step = self.step
-        t0 = self._t0 = time.perf_counter()
+        t0 = self.clock_start = time.perf_counter()
         bar = _Progress(s.total_steps, self.step, enabled=self.progress, label=cfg.name)
         model = s.model
         model.train()
@@ -299,26 +303,26 @@ class Trainer:
                 self.perm = None
                 if s.lr_sched is not None and cfg.lr_schedule.unit == "epoch":
                     s.lr_sched.step()
-            if len(self._pending) >= FLUSH_EVERY:
-                self._flush()
-            if self._eval_due(end_of_epoch) or self.step == s.total_steps:
-                self._flush()
+            if len(self.pending_rows) >= FLUSH_EVERY:
+                self.flush_log()
+            if self.eval_due(end_of_epoch) or self.step == s.total_steps:
+                self.flush_log()
                 if self.diverged_at is None:
-                    self._evaluate()
+                    self.evaluate_now()
                     if self.n_evals % cfg.train.checkpoint_every == 0 and self.step < s.total_steps:
-                        self._save_resume_point(time.perf_counter() - t0)
-        self._flush()
+                        self.save_resume_point(time.perf_counter() - t0)
+        self.flush_log()
         bar.close()
         self.elapsed += time.perf_counter() - t0
-        self._t0 = None
+        self.clock_start = None
         if not (resumed and self.step == start_step):
             self.save_trained_state()
-        return self._finish()
+        return self.finish()
 
     def save_trained_state(self) -> None:
         """Save the state at the end of training, before the analysis: a run killed during the
         analysis, or before its DONE marker, resumes here and only redoes the analysis."""
-        self._save_resume_point(0.0)
+        self.save_resume_point(0.0)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One optimizer step: the loss, the regularization around the optimizer (see
@@ -353,7 +357,7 @@ class Trainer:
         if s.lr_sched is not None and s.cfg.lr_schedule.unit == "iteration":
             s.lr_sched.step()
         if self.step % s.cfg.train.log_every == 0:
-            self._pending.append((self.step, self.epoch, lr, lams, torch.stack([v.float() for v in row])))
+            self.pending_rows.append((self.step, self.epoch, lr, lams, torch.stack([v.float() for v in row])))
 
     def _follow_monitors(self, ctx: StepContext) -> None:
         """Monitors whose measurements accumulate over steps (path energy) see every step."""
@@ -361,32 +365,32 @@ class Trainer:
             reg.after_step(self.s.model, ctx)
 
     # ------------------------------------------------------------------ logging
-    def _flush(self) -> None:
+    def flush_log(self) -> None:
         """Write pending per-step rows; stop the run if any loss is NaN or inf."""
-        if not self._pending:
+        if not self.pending_rows:
             return
-        vals = torch.stack([p[4] for p in self._pending]).cpu()
+        vals = torch.stack([p[4] for p in self.pending_rows]).cpu()
         names = ["loss", "total_loss"] + [f"penalty.{t.key}" for t in self.s.terms if t.reg.has_penalty]
         lam_names = [f"lam.{t.key}" for t in self.s.terms]
         rows = []
-        for (step, epoch, lr, lams, _), v in zip(self._pending, vals.tolist()):
+        for (step, epoch, lr, lams, _), v in zip(self.pending_rows, vals.tolist()):
             rows.append({"step": step, "epoch": epoch, "lr": lr, **dict(zip(names, v)), **dict(zip(lam_names, lams))})
         finite = torch.isfinite(vals[:, :2]).all(dim=1)
         if not bool(finite.all()):
             bad = int((~finite).nonzero()[0, 0])
-            self.diverged_at = self._pending[bad][0]
+            self.diverged_at = self.pending_rows[bad][0]
             rows = rows[: bad + 1]
         self.rd.append(self.rd.steps_path, rows)
-        self._pending.clear()
+        self.pending_rows.clear()
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_due(self, end_of_epoch: bool) -> bool:
+    def eval_due(self, end_of_epoch: bool) -> bool:
         tc = self.s.cfg.train
         if tc.eval_unit == "iteration":
             return self.step % tc.eval_every == 0
         return end_of_epoch and self.epoch % tc.eval_every == 0
 
-    def _evaluate(self) -> dict:
+    def evaluate_now(self) -> dict:
         """Measure the network now, log the row (evals.jsonl) and act on it (spectra during
         training, snapshots, the best checkpoint)."""
         s, tc = self.s, self.s.cfg.train
@@ -433,7 +437,7 @@ class Trainer:
                     row[f"{t.key}.train_{k}"] = row["train_loss"] + t.sched.lam * v
         row.update(self._monitor_values())
         row["lr"] = s.optimizer.param_groups[0]["lr"]
-        row["time"] = self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+        row["time"] = self.elapsed + (time.perf_counter() - self.clock_start if self.clock_start is not None else 0.0)
         return row
 
     @torch.no_grad()
@@ -499,7 +503,7 @@ class Trainer:
         self.stopped_early = True
 
     # ------------------------------------------------------------------ end of run
-    def _finish(self) -> dict:
+    def finish(self) -> dict:
         s, cfg = self.s, self.s.cfg
         status = "diverged" if self.diverged_at is not None else "done"
         restored = False
@@ -588,7 +592,7 @@ class Trainer:
         return {k: v for k, v in row.items() if k != "time"}
 
     # ------------------------------------------------------------------ resume
-    def _save_resume_point(self, run_elapsed: float) -> None:
+    def save_resume_point(self, run_elapsed: float) -> None:
         s = self.s
         state = {
             "model": s.model.state_dict(),
@@ -620,7 +624,7 @@ class Trainer:
         }
         self.rd.save_checkpoint("last", state)
 
-    def _maybe_resume(self) -> bool:
+    def maybe_resume(self) -> bool:
         s = self.s
         ck = self.rd.load_checkpoint("last", map_location=s.device)
         if ck is None:

@@ -7,10 +7,11 @@ schedule, its data generator) and its own `train.Trainer` over its own run direc
 stacks the models' parameters (model i's parameters become views of slice i, see
 functional.StackedModels) and replaces only the inner step: one vmapped forward + loss + penalty,
 one backward, one functional optimizer step for all models. Everything around the step is the
-run's own Trainer: per-step rows go through its `_pending` / `_flush` (same NaN guard), and
-evaluation, best tracking, checkpoints (`_save_resume_point`, with the functional optimizer's
-state exported into the run's torch optimizer first), resume (`_maybe_resume`) and the end of run
-(`_finish`: final metrics, analysis, final checkpoint) are its methods, called on model i.
+run's own Trainer, through its public methods: per-step rows go through its `pending_rows` /
+`flush_log` (same NaN guard), and evaluation (`evaluate_now`), best tracking, checkpoints
+(`save_resume_point`, with the functional optimizer's state exported into the run's torch
+optimizer first), resume (`maybe_resume`) and the end of run (`finish`: final metrics, analysis,
+final checkpoint) are its methods, called on model i. No private member is reached into.
 
 Per model and per step, in the one-by-one order: data order from the run's own generator
 (a [M, B] index tensor; when every run drew the same order, as runs of one seed do, one shared
@@ -146,11 +147,11 @@ class GroupTrainer:
     def _finish_run(self, i: int, t0: float) -> None:
         tr = self.trainers[i]
         tr.elapsed += time.perf_counter() - t0
-        tr._t0 = None
+        tr.clock_start = None
         if not (self.resumed[i] and tr.step == self.start_steps[i]):
             self.opt.export_to(i, self.setups[i].optimizer)
             tr.save_trained_state()
-        summary = tr._finish()
+        summary = tr.finish()
         summary["vectorized"] = {"group_size": self.M}
         self.summaries[i] = summary
         self.active[i] = False
@@ -163,7 +164,7 @@ class GroupTrainer:
     def _flush_all(self) -> None:
         for i, tr in enumerate(self.trainers):
             if self.active[i]:
-                tr._flush()
+                tr.flush_log()
 
     # ------------------------------------------------------------------ main loop
     # The one-step redesign (issue 16) replaces this loop with the trainer's own step; until then
@@ -173,10 +174,10 @@ class GroupTrainer:
         s0 = self.setups[0]
         for tr, resumed in zip(self.trainers, self.resumed):
             if not resumed and cfg.train.eval_at_start:
-                tr._evaluate()
+                tr.evaluate_now()
         t0 = time.perf_counter()
         for tr in self.trainers:
-            tr._t0 = t0
+            tr.clock_start = t0
             tr.begin_segment(VECTORIZED, self.M)
         self._check_diverged(t0)  # a run resumed from the state it diverged in only finishes
         x_all, y_all = s0.data.x_train, s0.data.y_train
@@ -249,7 +250,7 @@ class GroupTrainer:
             if step % cfg.train.log_every == 0:
                 for i, tr in enumerate(self.trainers):
                     if self.active[i]:
-                        tr._pending.append((step, epoch, lrs[i], step_lams[i], rows[i]))
+                        tr.pending_rows.append((step, epoch, lrs[i], step_lams[i], rows[i]))
             step += 1
             bie += 1
             end_of_epoch = bie >= spe
@@ -262,19 +263,19 @@ class GroupTrainer:
                     if self.active[i] and s.lr_sched is not None and cfg.lr_schedule.unit == "epoch":
                         _sched_step(s.lr_sched)
             self._sync(step, epoch, bie)
-            if len(tr0._pending) >= FLUSH_EVERY or any(len(tr._pending) >= FLUSH_EVERY for tr in self.trainers):
+            if len(tr0.pending_rows) >= FLUSH_EVERY or any(len(tr.pending_rows) >= FLUSH_EVERY for tr in self.trainers):
                 self._flush_all()
                 self._check_diverged(t0)
-            if tr0._eval_due(end_of_epoch) or step == total_steps:
+            if tr0.eval_due(end_of_epoch) or step == total_steps:
                 self._flush_all()
                 self._check_diverged(t0)
                 for i, (tr, s) in enumerate(zip(self.trainers, self.setups)):
                     if not self.active[i]:
                         continue
-                    tr._evaluate()
+                    tr.evaluate_now()
                     if tr.n_evals % cfg.train.checkpoint_every == 0 and step < total_steps:
                         self.opt.export_to(i, s.optimizer)
-                        tr._save_resume_point(time.perf_counter() - t0)
+                        tr.save_resume_point(time.perf_counter() - t0)
                         saved = True
                 if saved:
                     sync_to_disk()
@@ -341,7 +342,7 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                     rd.clear_error()
                     rd.remove_stale_temporaries()
                     tr = Trainer(setup, rd, progress=False)
-                    resumed = tr._maybe_resume()
+                    resumed = tr.maybe_resume()
                     prepared.append((h, rd, tr, resumed))
                 except Exception as e:
                     _record_failure(rd, e)
