@@ -241,7 +241,7 @@ class Variant:
             tr._train_step(self.x, self.y)
             times.append(time.perf_counter() - t0)
             tr.step += 1
-        tr._pending.clear()  # the loop flushes these rows to disk every 50 steps; not timed here
+        tr.pending_rows.clear()  # the loop flushes these rows to disk every 50 steps; not timed here
         return times
 
 
