@@ -362,3 +362,34 @@ def test_label_noise_from_run_seed_groups_only_same_seed(tmp_path):
     groups, singles = plan_groups(runs)
     assert [[r.hash for r in g] for g in groups] == [[runs[0].hash, runs[2].hash]]
     assert [r.hash for r, _ in singles] == [runs[1].hash]
+
+
+@pytest.mark.parametrize(
+    "noise, builds",
+    # (noise drawn from the run seed makes runs of different seeds group apart: grouping.group_key)
+    [([], 1), (["data.label_noise=0.1", "data.noise_seed=7"], 1)],
+    ids=["clean", "fixed-noise"],
+)
+def test_a_group_builds_each_distinct_dataset_once(tmp_path, monkeypatch, noise, builds):
+    """train.prepare takes already-built data, so a group hands its runs one TaskData instead of
+    normalizing the dataset per run (and nothing is monkeypatched inside reglab to do it)."""
+    import reglab.data
+
+    calls = []
+    real = reglab.data.build_task
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reglab.data, "build_task", counting)
+    runs = planned(
+        tmp_path,
+        [(0, 0.1, 1e-3), (1, 0.05, 1e-3), (0, 0.05, 0.0)],
+        "regularizers=[{name: l2, lam: LAM}]",
+        *NO_ANALYSIS,
+        *noise,
+    )
+    res = train_group(runs, tmp_path / "group")
+    assert [r["status"] for r in res] == ["done"] * 3
+    assert len(calls) == builds

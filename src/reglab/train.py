@@ -80,8 +80,11 @@ class RunResult:
     skipped: bool = False
 
 
-def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
-    """Build everything a run needs, in memory. User errors surface here, before any file."""
+def prepare(cfg: RunConfig, data_dir: str | None = None, data: TaskData | None = None) -> Setup:
+    """Build everything a run needs, in memory. User errors surface here, before any file.
+
+    `data`: the run's task data when the caller has already built it (runs of a vectorized group
+    share one); it must be what `build_task` gives for this config and seed."""
     from .data import build_task, data_dir_for
     from .models import build_model
     from .models.registry import check_model_size
@@ -89,9 +92,9 @@ def prepare(cfg: RunConfig, data_dir: str | None = None) -> Setup:
     keep_freed_memory()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = build_task(
-        cfg.data, run_seed=cfg.seed, device=device, data_dir=data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir)
-    )
+    if data is None:
+        location = data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir)
+        data = build_task(cfg.data, run_seed=cfg.seed, device=device, data_dir=location)
     check_model_size(cfg.model, data.input_shape, data.num_outputs, device)
     seed_everything(cfg.seed)  # the model's init does not depend on how much data loading drew
     model = build_model(cfg.model, data.input_shape, data.num_outputs).to(device)

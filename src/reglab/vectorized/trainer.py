@@ -31,8 +31,9 @@ import re
 import time
 import traceback
 import warnings
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -44,6 +45,10 @@ from ..store import RunDir, RunLock, sync_to_disk
 from ..train import FLUSH_EVERY, Setup, Trainer, config_record, prepare
 from .functional import GroupObjective, StackedModels, VmappedStep, apply_effects, stack_state, stateful_attributes
 from .optim import StackedOptimizer
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+    from ..data import TaskData
 
 
 def _compact(obj):
@@ -333,20 +338,22 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                 continue
             ready.append((h, cfg, rd))
         prepared = []
-        with _shared_task_data():
-            for h, cfg, rd in ready:
-                try:
-                    setup = prepare(cfg, data_dir)
-                    if not rd.exists():
-                        rd.create(config_record(cfg))
-                    rd.clear_error()
-                    rd.remove_stale_temporaries()
-                    tr = Trainer(setup, rd, progress=False)
-                    resumed = tr.maybe_resume()
-                    prepared.append((h, rd, tr, resumed))
-                except Exception as e:
-                    _record_failure(rd, e)
-                    out[h] = _outcome(h, "failed", error=f"{type(e).__name__}: {e}")
+        tasks: dict[tuple, TaskData] = {}  # each distinct dataset built once (see `_task_key`)
+        for h, cfg, rd in ready:
+            try:
+                key = _task_key(cfg, data_dir)
+                setup = prepare(cfg, data_dir, data=tasks.get(key))
+                tasks.setdefault(key, setup.data)
+                if not rd.exists():
+                    rd.create(config_record(cfg))
+                rd.clear_error()
+                rd.remove_stale_temporaries()
+                tr = Trainer(setup, rd, progress=False)
+                resumed = tr.maybe_resume()
+                prepared.append((h, rd, tr, resumed))
+            except Exception as e:
+                _record_failure(rd, e)
+                out[h] = _outcome(h, "failed", error=f"{type(e).__name__}: {e}")
         by_step: dict[int, list] = {}
         for item in prepared:
             by_step.setdefault(item[2].step, []).append(item)
@@ -381,29 +388,12 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
     return [out[r.hash] for r in runs]
 
 
-@contextmanager
-def _shared_task_data():
-    """While preparing the runs of a group, build each distinct dataset once: `train.prepare`
-    calls `reglab.data.build_task` per run (normalizing the whole dataset each time, ~0.2 s for
-    MNIST); within a group the data are identical (grouping.group_key), so the runs share one
-    TaskData. (A `data=` argument of `train.prepare` would make this wrapper unnecessary.)"""
-    import reglab.data as data_mod
-
-    real = data_mod.build_task
-    cache: dict = {}
-
-    def build_task(cfg, run_seed, device="cpu", data_dir=None):
-        seeded = cfg.label_noise > 0 and cfg.noise_seed is None
-        key = (cfg.model_dump_json(), run_seed if seeded else None, str(device), str(data_dir))
-        if key not in cache:
-            cache[key] = real(cfg, run_seed, device, data_dir)
-        return cache[key]
-
-    data_mod.build_task = build_task
-    try:
-        yield
-    finally:
-        data_mod.build_task = real
+def _task_key(cfg: RunConfig, data_dir: str | None) -> tuple:
+    """Runs with equal keys have identical task data: `prepare` normalizes the whole dataset per
+    run (~0.2 s for MNIST), so a group builds it once and hands it to the others. Label noise
+    drawn from the run seed (noise_seed unset) makes the data depend on the seed."""
+    seeded = cfg.data.label_noise > 0 and cfg.data.noise_seed is None
+    return (cfg.data.model_dump_json(), cfg.seed if seeded else None, cfg.device, str(data_dir))
 
 
 def _record_failure(rd: RunDir, e: Exception) -> None:
