@@ -37,8 +37,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "reference_runs.json"
 
-# The base of every run: synthetic data, a 3-layer MLP, 8 steps an epoch. Every config states
-# its budget itself (train.epochs or train.iterations: one source may not give both).
+# The base of every run: synthetic data, a 3-layer MLP, 8 steps an epoch. Written out rather than
+# taken from helpers.SMALL: the recorded numbers must not move when other tests' config does.
+# Every config states its budget itself (train.epochs or train.iterations: one source may not
+# give both).
 BASE = [
     "data.dataset=synthetic",
     "data.synthetic.n_train=256",

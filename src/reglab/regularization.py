@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .evaluation import correct
 from .regularizers.base import Regularizer, StepContext
 from .schedules.base import LambdaSchedule
 
@@ -163,8 +164,8 @@ class Regularization:
         asking = self.wanting_measurement(ctx.step, in_epoch)
         if asking:
             out = ctx.outputs.detach()
-            hits = (torch.sign(out) == ctx.y) if out.ndim == 1 else (out.argmax(dim=-1) == ctx.y)
-            metrics = {"train_loss": float(ctx.data_loss.detach()), "train_acc": float(hits.float().mean())}
+            hits = correct(out, ctx.y, "binary" if out.ndim == 1 else "classes")  # the trainer's own count
+            metrics = {"train_loss": float(ctx.data_loss.detach()), "train_acc": float(hits) / len(ctx.y)}
             self.measure(ctx.step, {**metrics, "epoch_step": in_epoch}, asking)
 
 
@@ -183,8 +184,10 @@ def term(
     >>> term("pathprox", lam=1e-3, schedule={"name": "autol2", "every": 5})
 
     Bad names or options raise ConfigError naming the argument, as in a config file."""
+    from pydantic import ValidationError
+
     from .config import RegularizerConfig
-    from .errors import ConfigError
+    from .errors import ConfigError, pydantic_message
     from .regularizers import build_regularizer
     from .schedules import build_schedule
 
@@ -195,14 +198,8 @@ def term(
         entry["roles"] = list(roles)
     try:
         cfg = RegularizerConfig.model_validate(entry)
-    except Exception as e:  # pydantic's error, as one line naming the field
-        from pydantic import ValidationError
-
-        from .errors import pydantic_message
-
-        if isinstance(e, ValidationError):
-            err = e.errors()[0]
-            raise ConfigError(".".join(map(str, err["loc"])) or name, pydantic_message(err)) from None
-        raise
+    except ValidationError as e:  # pydantic's error, as one line naming the field
+        err = e.errors()[0]
+        raise ConfigError(".".join(map(str, err["loc"])) or name, pydantic_message(err)) from None
     reg = build_regularizer(cfg, name)
     return Term(key or name, reg, build_schedule(cfg.schedule, cfg.lam, f"{name}.schedule"))
