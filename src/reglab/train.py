@@ -15,6 +15,7 @@ import math
 import random
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from . import __version__
 from .config import RunConfig, canonical_dict, config_hash
 from .errors import ConfigError
 from .evaluation import LossFn, correct, evaluate, make_loss_fn
+from .observers import RunInfo, RunObserver, StopTraining
 from .optim import build_lr_schedule, build_optimizer
 from .provenance import ONE_BY_ONE, compute_version, segment
 from .prune import apply_keep_policy
@@ -184,10 +186,14 @@ def run(
     progress: bool | None = None,
     root: str | Path | None = None,
     wait: bool = False,
+    observers: Sequence[RunObserver] = (),
 ) -> RunResult:
     """Train one run into <root>/<hash>/. A finished run (DONE) is not redone; an unfinished one
     resumes from its last checkpoint. If another process is training the same run, raise
-    RunBusy (or, with wait=True, wait for it and return its result)."""
+    RunBusy (or, with wait=True, wait for it and return its result).
+
+    `observers` (reglab.observers) see every row as it is written; one that raises StopTraining
+    ends the run there with status "stopped", not done: asked for again, it resumes."""
     h = config_hash(cfg)
     rd = RunDir(Path(root if root is not None else cfg.output) / h)
     if rd.done:
@@ -196,24 +202,32 @@ def run(
     lock = RunLock(rd.path)
     if not lock.acquire(blocking=wait):
         raise RunBusy(str(rd.path))
-    with lock:
-        if rd.done:  # finished by another process while we prepared or waited
-            return _finished(rd, h)
-        if not rd.exists():
-            rd.create(config_record(cfg))
-        rd.clear_error()
-        rd.remove_stale_temporaries()
-        show = cfg.train.progress if progress is None else progress
-        try:
-            summary = Trainer(setup, rd, show).fit()
-        except Exception as e:
-            # On a full disk or a lost mount the record cannot be written: the original error is the one to report.
-            with contextlib.suppress(OSError):
-                rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
-            raise
-        rd.write_summary(summary)
-        rd.mark_done()
-        apply_keep_policy(rd, cfg.train.keep_checkpoints)
+    try:
+        with lock:
+            if rd.done:  # finished by another process while we prepared or waited
+                return _finished(rd, h)
+            if not rd.exists():
+                rd.create(config_record(cfg))
+            rd.clear_error()
+            rd.remove_stale_temporaries()
+            show = cfg.train.progress if progress is None else progress
+            try:
+                summary = Trainer(setup, rd, show, observers).fit()
+            except StopTraining as e:
+                return RunResult(rd.path, h, "stopped", {"stop_reason": str(e)})
+            except Exception as e:
+                # On a full disk or a lost mount the record cannot be written: the original error is the one to report.
+                with contextlib.suppress(OSError):
+                    rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
+                raise
+            for o in observers:
+                o.on_finish(summary)
+            rd.write_summary(summary)
+            rd.mark_done()
+            apply_keep_policy(rd, cfg.train.keep_checkpoints)
+    finally:
+        for o in observers:
+            o.close()
     return RunResult(rd.path, h, summary["status"], summary)
 
 
@@ -240,10 +254,12 @@ def backward_with_known_data_grads(
 
 
 class Trainer:
-    def __init__(self, s: Setup, rd: RunDir, progress: bool = False):
+    def __init__(self, s: Setup, rd: RunDir, progress: bool = False, observers: Sequence[RunObserver] = ()):
         self.s = s
         self.rd = rd
         self.progress = progress
+        self.observers = list(observers)
+        """Told of every row as it is written (reglab.observers)."""
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -273,10 +289,19 @@ class Trainer:
         dtype = next(self.s.model.parameters()).dtype
         self.trained_by.append(segment(path, self.s.device, dtype, self.step, group_size))
 
+    def start_observers(self) -> None:
+        """Tell the observers that training (re)starts at this step (after a resume)."""
+        if self.observers:
+            cfg = self.s.cfg
+            info = RunInfo(self.rd.path.name, self.rd.path, cfg.name, cfg.model_dump(mode="json"))
+            for o in self.observers:
+                o.on_start(info, self.step)
+
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
         s, cfg = self.s, self.s.cfg
         resumed = self.maybe_resume()
+        self.start_observers()
         if not resumed and cfg.train.eval_at_start:
             self.evaluate_now()
         self.begin_segment(ONE_BY_ONE)
@@ -385,6 +410,8 @@ class Trainer:
             rows = rows[: bad + 1]
         self.rd.append(self.rd.steps_path, rows)
         self.pending_rows.clear()
+        for o in self.observers:
+            o.on_steps(rows)
 
     # ------------------------------------------------------------------ evaluation
     def eval_due(self, end_of_epoch: bool) -> bool:
@@ -400,6 +427,8 @@ class Trainer:
         row = self._measure()
         self.rd.append(self.rd.evals_path, [row])
         self.n_evals += 1
+        for o in self.observers:
+            o.on_evaluation(row)
         ac = s.cfg.analysis
         if ac.spectra_every is not None and (self.n_evals - 1) % ac.spectra_every == 0:
             from .analysis import spectra_rows

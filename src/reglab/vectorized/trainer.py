@@ -178,6 +178,7 @@ class GroupTrainer:
         cfg = self.cfg
         s0 = self.setups[0]
         for tr, resumed in zip(self.trainers, self.resumed):
+            tr.start_observers()
             if not resumed and cfg.train.eval_at_start:
                 tr.evaluate_now()
         t0 = time.perf_counter()
