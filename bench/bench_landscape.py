@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from common import Session, entry, mnist_data_dir, print_table, timeit, tiny
-from reglab.config import load_config
 from reglab.data import build_task, resolve_data_dir
 from reglab.evaluation import make_loss_fn
 from reglab.landscape import evaluate_grid, grid_axis, random_directions
 from reglab.models import build_model
+from reglab.validation import load_config
 
 N_EXAMPLES, RES, NAIVE_ROWS, REPEAT = (256, 5, 1, 1) if tiny() else (2048, 21, 3, 3)
 SYNTHETIC = [

@@ -27,11 +27,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from common import Session, entry, mnist_data_dir, print_table, timeit, tiny
-from reglab.config import load_config
+from reglab.build import prepare
 from reglab.data import build_task, resolve_data_dir
 from reglab.models import build_model
 from reglab.store import RunDir
-from reglab.train import Trainer, prepare
+from reglab.train import Trainer
+from reglab.validation import load_config
 
 MEAN, STD = 0.1307, 0.3081
 TINY_EXAMPLES = 2048

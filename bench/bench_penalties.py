@@ -9,9 +9,9 @@ Models (random inputs: the time of a step does not depend on the data values):
   synthetic image dataset, so `prepare` is given random CIFAR-shaped tensors in place of
   `build_task`'s output; everything else is the real `prepare`.
 
-What is timed is the real trainer step, `Trainer._train_step(x, y)` (forward, penalties,
-backward, optimizer step, prox steps, after_step hooks, per-step logging rows) of a `Setup`
-built by `reglab.train.prepare` from a config naming the regularizer; each step is timed on its
+What is timed is the real trainer step, `OneModelStep.train_on(x, y, ...)` (forward, penalties,
+backward, optimizer step, prox steps, after_step hooks, the step's log row) of a `Setup`
+built by `reglab.build.prepare` from a config naming the regularizer; each step is timed on its
 own. Every regularizer gets its own baseline measurement, paired with it in time: after 10
 warm-up steps each, single steps alternate (baseline, regularizer, baseline, ...) until 150 steps
 of each are timed (60 when a step takes over 20 ms, 20 over 100 ms). Value and baseline are the medians of
@@ -53,9 +53,10 @@ import time
 import torch
 
 from common import Session, entry, print_table, tiny
-from reglab.config import load_config
+from reglab.build import prepare
 from reglab.data.tasks import TaskData
-from reglab.train import Trainer, prepare
+from reglab.loop import OneModelStep
+from reglab.validation import load_config
 
 WARMUP = 2 if tiny() else 10
 # timed steps per variant (and as many paired baseline steps), by the warm-up step time
@@ -227,21 +228,18 @@ class Variant:
         cfg = load_config(None, over)
         with image_data(m["image"], max(batch, 128)):
             self.setup = prepare(cfg)
-        self.trainer = Trainer(self.setup, rd=None)
+        self.stepper = OneModelStep(self.setup)
         self.x = self.setup.data.x_train[:batch]
         self.y = self.setup.data.y_train[:batch]
         self.label = label
 
     def run(self, steps: int) -> list[float]:
         """Seconds of each of `steps` training steps."""
-        tr = self.trainer
         times = []
-        for _ in range(steps):
+        for k in range(steps):
             t0 = time.perf_counter()
-            tr._train_step(self.x, self.y)
+            self.stepper.train_on(self.x, self.y, k, 0)
             times.append(time.perf_counter() - t0)
-            tr.step += 1
-        tr.pending_rows.clear()  # the loop flushes these rows to disk every 50 steps; not timed here
         return times
 
 

@@ -33,9 +33,10 @@ from pathlib import Path
 import torch
 
 from common import Session, entry, mnist_data_dir, print_table, tiny
-from reglab.config import config_hash, load_config
+from reglab.config import config_hash
 from reglab.sweep.grid import PlannedRun
 from reglab.train import run
+from reglab.validation import load_config
 from reglab.vectorized import train_group
 
 QUIET = [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from reglab.config import merge, parse_overrides, validate
+from reglab.config import merge, parse_overrides
 from reglab.regularizers import REGULARIZERS, Regularizer
+from reglab.validation import validate
 
 SMALL = [
     "data.dataset=synthetic",

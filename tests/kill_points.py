@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from reglab import analysis, store, train
-from reglab.config import load_config
+from reglab import analysis, loop, store, train
+from reglab.validation import load_config
 
 
 def die() -> None:
@@ -33,14 +33,14 @@ def die() -> None:
 
 
 def at_step(n: int, nth: Callable[[], bool]) -> None:
-    original = train.Trainer._train_step
+    original = loop.OneModelStep.step
 
-    def step(self, x, y):
-        if self.step == n:
+    def step(self, step, *args):
+        if step == n:
             die()
-        return original(self, x, y)
+        return original(self, step, *args)
 
-    train.Trainer._train_step = step
+    loop.OneModelStep.step = step  # type: ignore[method-assign]
 
 
 def after_flush(n: int, nth: Callable[[], bool]) -> None:

@@ -9,9 +9,9 @@ intended, say so in the CHANGELOG and re-record from a committed state:
 
 This module is not collected by pytest (no test_ prefix); the test imports it.
 
-What is covered: one run per registered regularizer (names starting with "_" are test-only and
-skipped), both lambda schedules (autol2, advance_l2), learning-rate schedules (cosine by
-iteration, multistep by epoch), an iteration budget with evaluations by iteration, and
+What is covered: one run per registered regularizer (its row in tests/regularizer_cases.py),
+both lambda schedules (autol2, advance_l2), learning-rate schedules (cosine by iteration,
+multistep by epoch), an iteration budget with evaluations by iteration, and
 vectorized groups (train_group: three runs differing in seed, lr and lambda) for a few
 regularizers that vectorize. Each run records the final metrics (summary.json `final`), a few
 summary fields, every row of steps.jsonl and every row of evals.jsonl (wall-clock `time`
@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from regularizer_cases import REGULARIZER_CASES
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "reference_runs.json"
@@ -67,25 +69,16 @@ def _one(*extra: str) -> list[str]:
 # name -> the overrides of one run, trained by reglab.train.run.
 RUNS: dict[str, list[str]] = {
     "none": _one(TWO_EPOCHS, "optim.momentum=0.9"),
-    # every registered regularizer (optimizers spread over them)
-    "decoupled_weight_decay": _one(
-        TWO_EPOCHS, "optim.name=adam", "optim.lr=0.01", "regularizers=[{name: decoupled_weight_decay, lam: 0.05}]"
-    ),
-    "frobenius": _one(
-        TWO_EPOCHS, "optim.momentum=0.9", "optim.nesterov=true", "regularizers=[{name: frobenius, lam: 0.01}]"
-    ),
-    "gradient_norm": _one(TWO_EPOCHS, "regularizers=[{name: gradient_norm, lam: 0.1}]"),
-    "graph_energy": _one(TWO_EPOCHS, "regularizers=[{name: graph_energy, lam: 0.01}]"),
-    "jacobian_nuclear": _one(TWO_EPOCHS, "regularizers=[{name: jacobian_nuclear, lam: 0.1, split: 2}]"),
-    "l2": _one(TWO_EPOCHS, "regularizers=[{name: l2, lam: 0.01}]"),
-    "l2_mul": _one(TWO_EPOCHS, "optim.name=adam", "optim.lr=0.01", "regularizers=[{name: l2_mul, lam: 0.001}]"),
-    "l2_sum": _one(
-        TWO_EPOCHS, "optim.momentum=0.9", "regularizers=[{name: l2_sum, lam: 0.01, depth_normalization: mean}]"
-    ),
-    "nuclear_norm": _one(TWO_EPOCHS, "regularizers=[{name: nuclear_norm, lam: 0.01}]"),
-    "path_energy": _one(TWO_EPOCHS, "optim.momentum=0.9", "regularizers=[{name: path_energy, lam: 5.0}]"),
-    "path_norm": _one(TWO_EPOCHS, "optim.name=adam", "optim.lr=0.01", "regularizers=[{name: path_norm, lam: 0.01}]"),
-    "pathprox": _one(TWO_EPOCHS, "regularizers=[{name: pathprox, lam: 0.05}]"),
+    # every registered regularizer, as its row in tests/regularizer_cases.py says
+    **{
+        name: _one(
+            TWO_EPOCHS,
+            *case.overrides,
+            *([f"optim.lr={case.lr!r}"] if case.lr != 0.1 else []),  # BASE's lr is 0.1
+            f"regularizers=[{case.with_lam(case.lam)}]",
+        )
+        for name, case in REGULARIZER_CASES.items()
+    },
     "pathprox_weight_decay": _one(
         TWO_EPOCHS, "optim.momentum=0.9", "regularizers=[{name: pathprox, lam: 0.05, algorithm: weight_decay}]"
     ),
@@ -246,8 +239,9 @@ def pinned_threads():
 
 
 def _planned(overrides: list[str]):
-    from reglab.config import config_hash, load_config
+    from reglab.config import config_hash
     from reglab.sweep.grid import PlannedRun
+    from reglab.validation import load_config
 
     cfg = load_config(None, overrides)
     return PlannedRun(cfg, config_hash(cfg))

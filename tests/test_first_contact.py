@@ -9,12 +9,12 @@ from click.testing import CliRunner
 
 from helpers import SMALL, _Fault
 from reglab.cli import DIVERGED_EXIT, cli
-from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.landscape.grid import GridResult
 from reglab.landscape.run_landscape import _center
 from reglab.results import load_evals, load_runs
 from reglab.train import run
+from reglab.validation import load_config
 
 
 def test_a_diverged_run_says_so_and_exits_3(tmp_path):

@@ -13,9 +13,9 @@ from torch import nn
 
 from reglab.config import RegularizerConfig
 from reglab.errors import ConfigError
+from reglab.loop import backward_with_known_data_grads
 from reglab.regularizers import REGULARIZERS, StepContext, build_regularizer
 from reglab.regularizers.gradient_penalties import frobenius_sq_estimate, frobenius_sq_exact, jacobian_nuclear_bound
-from reglab.train import backward_with_known_data_grads
 
 DT = torch.float64
 

@@ -105,7 +105,7 @@ def test_bad_monitors_are_refused_with_exit_status_2(tmp_path, value, message):
 
 
 def test_check_names_refuses_before_any_run(tmp_path):
-    from reglab.config import check_names
+    from reglab.validation import check_names
 
     with pytest.raises(ConfigError, match=r"analysis\.monitors\.0\.name"):
         check_names(small_config(tmp_path, "analysis.monitors=[jacobian_nuclear]"))

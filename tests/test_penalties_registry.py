@@ -116,8 +116,8 @@ def test_prefixed_keeps_an_already_prefixed_field():
 
 
 def test_bad_roles_are_caught_at_config_validation():
-    from reglab.config import load_config
     from reglab.regularizers import check_regularizer_options
+    from reglab.validation import load_config
 
     with pytest.raises(ConfigError) as e:
         check_regularizer_options(RegularizerConfig(name="graph_energy", roles=["weight", "norm"]), "regularizers.0")

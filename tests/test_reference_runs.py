@@ -100,8 +100,8 @@ def test_the_recording_is_of_these_configs(recorded):
 
 
 def test_every_regularizer_has_a_reference_run():
-    from reglab.config import load_config
     from reglab.regularizers import REGULARIZERS
+    from reglab.validation import load_config
 
     used = {r.name for overrides in ref.RUNS.values() for r in load_config(None, overrides).regularizers}
     missing = {n for n in REGULARIZERS.names() if not n.startswith("_")} - used

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from reglab import train as train_module
-from reglab.config import load_config
+from reglab.loop import OneModelStep
 from reglab.store import RunDir
 from reglab.train import run
+from reglab.validation import load_config
 
 HERE = Path(__file__).parent
 # digits, batch 16: 94 steps an epoch; 3 epochs = 282 steps; evaluations (and resume checkpoints)
@@ -92,13 +92,13 @@ def kill_then_rerun(tmp_path: Path, point: str, n: int, monkeypatch) -> tuple[Ru
     )
     assert p.returncode == -9, f"not killed at {point} {n}: rc {p.returncode}\n{p.stdout}\n{p.stderr[-2000:]}"
     steps = [0]
-    original = train_module.Trainer._train_step
+    original = OneModelStep.step
 
-    def counting(self, x, y):
+    def counting(self, *args):
         steps[0] += 1
-        return original(self, x, y)
+        return original(self, *args)
 
-    monkeypatch.setattr(train_module.Trainer, "_train_step", counting)
+    monkeypatch.setattr(OneModelStep, "step", counting)
     res = run(load_config(None, [*CONFIG, f"output={tmp_path}", "train.progress=false"]))
     assert res.status == "done"
     return RunDir(res.path), steps[0]
@@ -391,8 +391,8 @@ def test_runs_computed_by_an_older_reglab_are_flagged_and_rerun_on_request(tmp_p
 
 
 def test_every_run_records_what_trained_it(tmp_path):
-    from reglab.config import load_config as lc
     from reglab.sweep import expand, run_sweep
+    from reglab.validation import load_config as lc
 
     spec = {"data": {"dataset": "digits"}, "model": {"widths": [64, 8, 10]}, "train": {"epochs": 1}, "seed": [0, 1]}
     runs = expand(spec)

@@ -230,8 +230,8 @@ def test_metrics_match_independent_aggregation(full_report: Path, roots):
 
 def _fake_run(root: Path, seed: int, lr: float, test_acc: float, status: str = "done") -> str:
     """A run directory with a real config record and made-up logs and summary; returns its hash."""
-    from reglab.config import load_config
     from reglab.train import config_record
+    from reglab.validation import load_config
 
     record = config_record(load_config(None, ["name=known", f"seed={seed}", f"optim.lr={lr}"]))
     d = root / record["hash"]

@@ -14,12 +14,13 @@ from click.testing import CliRunner
 
 from reglab.analysis.margins import norm_one_network, product_of_frobenius_norms, product_of_spectral_norms
 from reglab.cli import cli
-from reglab.config import ModelConfig, RegularizerConfig, RunConfig, check_names
+from reglab.config import ModelConfig, RegularizerConfig, RunConfig
 from reglab.errors import ConfigError
 from reglab.models import build_model
 from reglab.models.structure import weight_layers
 from reglab.models.weightnorm import global_scale, is_unit_normalized
 from reglab.regularizers import build_regularizer as _build
+from reglab.validation import check_names
 
 
 def build_regularizer(entry: dict):

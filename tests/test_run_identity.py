@@ -12,7 +12,8 @@ import pytest
 from pydantic import BaseModel
 
 from reglab import config as config_module
-from reglab.config import IDENTITY_DEFAULTS, NON_IDENTITY_FIELDS, RunConfig, config_hash, load_config, validate
+from reglab.config import IDENTITY_DEFAULTS, NON_IDENTITY_FIELDS, RunConfig, config_hash
+from reglab.validation import load_config, validate
 
 PINNED = json.loads((Path(__file__).parent / "data" / "run_identity_v1.json").read_text())
 

@@ -97,8 +97,9 @@ def train(
 
     Nested keys use dots (optim.lr=0.1, model.widths=[784,128,10], regularizers.0.lam=1e-3).
     """
-    from .config import load_config, merge, parse_overrides, validate
+    from .config import merge, parse_overrides
     from .train import run
+    from .validation import load_config, validate
 
     path, overrides = _split_args(args)
     if output is not None:

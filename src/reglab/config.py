@@ -568,8 +568,9 @@ def merge(base: dict, overrides: list[tuple[str, Any]]) -> dict:
     return d
 
 
-def validate(raw: dict) -> RunConfig:
-    """Validate raw data into a RunConfig; the first problem becomes a ConfigError."""
+def validate_schema(raw: dict) -> RunConfig:
+    """Validate raw data against the schema into a RunConfig; the first problem becomes a
+    ConfigError. Names that live in registries are checked by reglab.validation."""
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -586,7 +587,6 @@ def validate(raw: dict) -> RunConfig:
             if sep and " " not in head:
                 raise ConfigError(head, rest) from None
         raise ConfigError(field, text) from None
-    check_names(cfg)
     return cfg
 
 
@@ -612,64 +612,3 @@ def inert_settings(cfg: RunConfig) -> list[str]:
     if cfg.model.wn_g0 is not None and not cfg.model.weight_norm:
         notes.append("model.wn_g0 has no effect without model.weight_norm (true or rho)")
     return notes
-
-
-def check_names(cfg: RunConfig) -> None:
-    """Names that live in registries are checked here, before any run starts."""
-    from .data import DATASETS
-    from .models import MODELS
-    from .regularizers import REGULARIZERS, check_regularizer_options
-    from .schedules import SCHEDULES, check_schedule_options
-
-    DATASETS.get(cfg.data.dataset, "data.dataset")
-    MODELS.get(cfg.model.name, "model.name")
-    for i, r in enumerate(cfg.regularizers):
-        REGULARIZERS.get(r.name, f"regularizers.{i}.name")
-        check_regularizer_options(r, f"regularizers.{i}")
-        SCHEDULES.get(r.schedule.name, f"regularizers.{i}.schedule.name")
-        check_schedule_options(r.schedule, f"regularizers.{i}.schedule")
-        _check_lam_within_bounds(r, f"regularizers.{i}")
-    names = [m.name for m in cfg.analysis.monitors]
-    for i, m in enumerate(cfg.analysis.monitors):
-        where = f"analysis.monitors.{i}"
-        cls = REGULARIZERS.get(m.name, f"{where}.name")
-        if cls.uses_batch:
-            allowed = [n for n in REGULARIZERS.names() if not REGULARIZERS.get(n).uses_batch]
-            raise ConfigError(f"{where}.name", f"{m.name} cannot be measured without a training batch", allowed)
-        if m.name in names[:i]:
-            raise ConfigError(f"{where}.name", f"{m.name} is monitored twice")
-        check_regularizer_options(m, where)
-    _check_rho_wn_terms(cfg)
-
-
-def _check_rho_wn_terms(cfg: RunConfig) -> None:
-    """Under Rho-WN every weight layer has norm 1, so l2_sum would be a constant (study 1 refused
-    it too): refused before any run starts, as a penalty and as a monitor."""
-    if cfg.model.weight_norm != "rho":
-        return
-    names = [(f"regularizers.{i}", r.name) for i, r in enumerate(cfg.regularizers)]
-    names += [(f"analysis.monitors.{i}", m.name) for i, m in enumerate(cfg.analysis.monitors)]
-    from .regularizers import REGULARIZERS
-
-    for where, name in names:
-        if REGULARIZERS.get(name, f"{where}.name").name == "l2_sum":  # also under an import path
-            raise ConfigError(
-                f"{where}.name",
-                "l2_sum is constant under model.weight_norm: rho (every layer has norm 1); penalize the "
-                "network's scale with l2_mul (= rho^2), or use model.weight_norm: true (PaperWN)",
-            )
-
-
-def _check_lam_within_bounds(r: RegularizerConfig, where: str) -> None:
-    """A schedule's min_lam/max_lam bound every change; a starting lam outside them would make the
-    first change jump (or be refused), so it is a config error rather than silently clipped."""
-    extra = r.schedule.model_extra or {}
-    lo, hi = extra.get("min_lam"), extra.get("max_lam")
-    if (lo is not None and r.lam < float(lo)) or (hi is not None and r.lam > float(hi)):
-        bounds = f"[{'0' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        raise ConfigError(f"{where}.lam", f"{r.lam} lies outside the schedule's bounds min_lam..max_lam", [bounds])
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    base = load_yaml(path) if path else {}
-    return validate(merge(base, parse_overrides(overrides or [])))

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 from .aggregate import aggregate_seeds
-from .config import load_config
 from .report_table import format_mean_ci, print_table
 from .results import load_runs
 from .train import run
+from .validation import load_config
 
 PRESET = Path(__file__).parent / "presets" / "demo.yaml"
 SEEDS = (0, 1, 2)

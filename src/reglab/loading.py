@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import RunConfig, validate
+from .config import RunConfig
 from .errors import UserError
 from .store import RunDir
+from .validation import validate
 
 
 @dataclass

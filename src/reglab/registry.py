@@ -19,8 +19,13 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    """`kind` names the registry's objects in messages; `expects` is (what an object named by
+    import path must be, in words; the test of it), given by the module that owns the registry
+    and knows its base type."""
+
+    def __init__(self, kind: str, expects: tuple[str, Callable[[object], bool]] | None = None):
         self.kind = kind
+        self.expects = expects if expects is not None else (f"a {kind}", lambda obj: True)
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -62,7 +67,7 @@ class Registry(Generic[T]):
             if not hasattr(obj, part):
                 raise ConfigError(field, f"module {module_name!r} has no attribute {attr!r}")
             obj = getattr(obj, part)
-        what, fits = _expected(self.kind)
+        what, fits = self.expects
         if not fits(obj):
             raise ConfigError(field, f"{name} is {_describe(obj)}, not {what}")
         return obj  # type: ignore[return-value]
@@ -77,33 +82,9 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def _expected(kind: str) -> tuple[str, Callable[[object], bool]]:
-    """What an imported object must be to stand where the registry `kind` holds its objects: the
-    registries' own modules import this one, so their base types are imported here on use."""
-    if kind == "model":
-        from torch import nn
-
-        def builder(obj: object) -> bool:  # a function, or a Module class built from the same arguments
-            return callable(obj) and (not isinstance(obj, type) or issubclass(obj, nn.Module))
-
-        return "a model builder (a callable (cfg, input_shape, num_outputs) -> torch.nn.Module)", builder
-    if kind == "dataset":
-        from .data.spec import DatasetSpec
-
-        return "a reglab.data.DatasetSpec", lambda obj: isinstance(obj, DatasetSpec)
-    if kind == "regularizer":
-        from .regularizers.base import Regularizer
-
-        return "a subclass of reglab.regularizers.Regularizer", lambda obj: _subclass(obj, Regularizer)
-    if kind == "schedule":
-        from .schedules.base import LambdaSchedule
-
-        return "a subclass of reglab.schedules.LambdaSchedule", lambda obj: _subclass(obj, LambdaSchedule)
-    return f"a {kind}", lambda obj: True
-
-
-def _subclass(obj: object, base: type) -> bool:
-    return isinstance(obj, type) and issubclass(obj, base)
+def subclass_of(base: type) -> Callable[[object], bool]:
+    """The test that an object is a subclass of `base` (for `expects`)."""
+    return lambda obj: isinstance(obj, type) and issubclass(obj, base)
 
 
 def _describe(obj: object) -> str:

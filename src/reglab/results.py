@@ -76,8 +76,9 @@ def damage(rd: RunDir) -> str | None:
     """Why a run directory's content cannot be trusted, or None when it can: its config.json must
     be readable, name the directory's hash, and hold a canonical form and a config that both hash
     to it (a hand edit would otherwise label this run's numbers with another run's settings)."""
-    from .config import config_hash, validate
+    from .config import config_hash
     from .errors import UserError
+    from .validation import validate
 
     name = rd.path.name
     try:

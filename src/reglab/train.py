@@ -1,11 +1,11 @@
-"""The training loop. Reads top to bottom: prepare, then step until the budget is spent.
+"""Training one run: `run(cfg)` builds it (reglab.build), trains it (its `Trainer` in the
+loop of reglab.loop), analyses the result (reglab.analysis_stage) and marks it done.
 
-One step: slice a batch from tensors on the device -> (augment) -> forward -> data loss
--> + sum of lam_i * R_i over penalty regularizers -> backward -> optimizer step -> proximal
-steps (tau = lam_i * lr) -> regularizer after_step hooks -> lambda schedules observe.
-
-Per-step scalars stay on the device and are written in blocks, so the hot path never waits
-for the device; the NaN/inf guard looks at them at each block flush.
+`Trainer` is one run's bookkeeping, what the loop needs around each step: the per-step log
+rows (written in blocks; the NaN/inf guard looks at them at each flush, so the hot path never
+waits for the device), evaluations (logged, the best checkpoint, early stopping and abort
+rules), resume points, and the summary at the end of training. A vectorized group keeps one
+Trainer per run and uses the same methods.
 """
 
 from __future__ import annotations
@@ -18,59 +18,21 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
-from torch.optim.lr_scheduler import LRScheduler
 
 from . import __version__
+from .analysis_stage import analyze_trained
+from .build import Setup, prepare
 from .config import RunConfig, canonical_dict, config_hash
-from .errors import ConfigError
-from .evaluation import LossFn, correct, evaluate, make_loss_fn
+from .evaluation import evaluate
+from .loop import FLUSH_EVERY, OneModelStep, train_runs
 from .observers import RunInfo, RunObserver, StopTraining
-from .optim import build_lr_schedule, build_optimizer
-from .provenance import ONE_BY_ONE, compute_version, segment
+from .provenance import compute_version, segment
 from .prune import apply_keep_policy
-from .regularization import Regularization, Term
-from .regularizers import Regularizer, StepContext, build_regularizer
-from .runtime import keep_freed_memory, resolve_device, seed_everything
-from .schedules import build_schedule
 from .store import RunBusy, RunDir, RunLock
 
-if TYPE_CHECKING:  # reglab.data is imported when a run is prepared, not with this module
-    from .data import TaskData
-
-FLUSH_EVERY = 50
-"""Steps between writes of the per-step log (and NaN checks)."""
-
-
-@dataclass
-class Setup:
-    cfg: RunConfig
-    device: torch.device
-    data: TaskData
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    lr_sched: LRScheduler | None
-    """None for a constant learning rate."""
-    regularization: Regularization
-    loss_fn: LossFn
-    steps_per_epoch: int
-    total_steps: int
-    data_gen: torch.Generator
-    aug_gen: torch.Generator
-    monitors: list[tuple[str, Regularizer]] = field(default_factory=list)
-    """(key, regularizer) measured at each evaluation without entering the loss."""
-
-    @property
-    def terms(self) -> list[Term]:
-        return self.regularization.terms
-
-    @property
-    def step_monitors(self) -> list[Regularizer]:
-        """The monitors that follow every step (their measurements accumulate: path energy)."""
-        return [reg for _, reg in self.monitors if reg.follows_steps]
+__all__ = ["FLUSH_EVERY", "RunResult", "Setup", "Trainer", "config_record", "prepare", "run"]
 
 
 @dataclass
@@ -80,95 +42,6 @@ class RunResult:
     status: str
     summary: dict = field(default_factory=dict)
     skipped: bool = False
-
-
-def prepare(cfg: RunConfig, data_dir: str | None = None, data: TaskData | None = None) -> Setup:
-    """Build everything a run needs, in memory. User errors surface here, before any file.
-
-    `data`: the run's task data when the caller has already built it (runs of a vectorized group
-    share one); it must be what `build_task` gives for this config and seed."""
-    from .data import build_task, data_dir_for
-    from .models import build_model
-    from .models.registry import check_model_size
-
-    keep_freed_memory()
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    if data is None:
-        location = data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir)
-        data = build_task(cfg.data, run_seed=cfg.seed, device=device, data_dir=location)
-    check_model_size(cfg.model, data.input_shape, data.num_outputs, device)
-    seed_everything(cfg.seed)  # the model's init does not depend on how much data loading drew
-    model = build_model(cfg.model, data.input_shape, data.num_outputs).to(device)
-    optimizer = build_optimizer(cfg.optim, model)
-
-    n = data.x_train.shape[0]
-    bs = cfg.train.batch_size
-    steps_per_epoch = math.ceil(n / bs)  # the last, partial batch is trained on too
-    if cfg.train.iterations is not None:
-        total = cfg.train.iterations
-    else:
-        assert cfg.train.epochs is not None  # TrainConfig sets epochs when iterations is not given
-        total = math.ceil(cfg.train.epochs * steps_per_epoch)
-    horizon = total if cfg.lr_schedule.unit == "iteration" else math.ceil(total / steps_per_epoch)
-    lr_sched = build_lr_schedule(cfg.lr_schedule, optimizer, cfg.optim.lr, horizon)
-
-    if cfg.train.abort is not None and cfg.train.abort.split == "val" and data.x_val is None:
-        raise ConfigError(
-            "train.abort.split",
-            "val needs a validation set: set data.val_fraction, data.val_size or data.rest_as_validation",
-        )
-    if cfg.train.early_stopping.patience is not None and data.x_val is None:
-        raise ConfigError(
-            "train.early_stopping.patience",
-            "early stopping needs a validation set: set data.val_fraction, data.val_size or data.rest_as_validation",
-        )
-
-    terms = []
-    for i, rc in enumerate(cfg.regularizers):
-        reg = build_regularizer(rc, f"regularizers.{i}")
-        try:
-            reg.setup(model)
-        except ConfigError as e:  # an option that does not fit this model: name it fully
-            from .regularizers import prefixed
-
-            raise prefixed(e, f"regularizers.{i}") from None
-        except ValueError as e:
-            raise ConfigError(
-                f"regularizers.{i}.name", f"{rc.name} cannot act on model {cfg.model.name}: {e}"
-            ) from None
-        sched = build_schedule(rc.schedule, rc.lam, f"regularizers.{i}.schedule")
-        key = rc.name if sum(r.name == rc.name for r in cfg.regularizers) == 1 else f"{rc.name}.{i}"
-        terms.append(Term(key, reg, sched))
-
-    monitors = []
-    for i, mc in enumerate(cfg.analysis.monitors):
-        where = f"analysis.monitors.{i}"
-        reg = build_regularizer(mc, where)
-        try:
-            reg.setup(model)
-        except ValueError as e:
-            raise ConfigError(f"{where}.name", f"{mc.name} cannot measure model {cfg.model.name}: {e}") from None
-        monitors.append((mc.name, reg))
-
-    data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
-    loss_fn = make_loss_fn(cfg.train.loss, data.task)
-    return Setup(
-        cfg,
-        device,
-        data,
-        model,
-        optimizer,
-        lr_sched,
-        Regularization(terms),
-        loss_fn,
-        steps_per_epoch,
-        total,
-        data_gen,
-        aug_gen,
-        monitors,
-    )
 
 
 def config_record(cfg: RunConfig) -> dict:
@@ -213,6 +86,7 @@ def run(
             show = cfg.train.progress if progress is None else progress
             try:
                 summary = Trainer(setup, rd, show, observers).fit()
+                analyze_trained(setup, rd, summary)
             except StopTraining as e:
                 return RunResult(rd.path, h, "stopped", {"stop_reason": str(e)})
             except Exception as e:
@@ -234,23 +108,6 @@ def run(
 def _finished(rd: RunDir, h: str) -> RunResult:
     s = rd.read_summary() or {}
     return RunResult(rd.path, h, s.get("status", "done"), s, skipped=True)
-
-
-def backward_with_known_data_grads(
-    weighted: list[torch.Tensor], data_grads: list[tuple[torch.Tensor, torch.Tensor]]
-) -> None:
-    """Gradients of data_loss + sum(weighted) when a penalty already computed d data_loss / d p:
-    backpropagate the weighted penalties only, then add the known data gradients (one backward
-    of the batch's graph fewer; same sum)."""
-    penalties = [w for w in weighted if w.requires_grad]
-    if penalties:
-        sum(penalties[1:], penalties[0]).backward()
-    with torch.no_grad():
-        for p, g in data_grads:
-            if p.grad is None:
-                p.grad = g.detach()  # a fresh tensor of autograd.grad, used nowhere else
-            else:
-                p.grad.add_(g)
 
 
 class Trainer:
@@ -297,100 +154,22 @@ class Trainer:
             for o in self.observers:
                 o.on_start(info, self.step)
 
-    # ------------------------------------------------------------------ main loop
+    # ------------------------------------------------------------------ training
     def fit(self) -> dict:
-        s, cfg = self.s, self.s.cfg
+        """Train this run to the end of its budget (resuming from its last checkpoint) and
+        return its summary; the loop is reglab.loop's, shared with vectorized groups."""
         resumed = self.maybe_resume()
-        self.start_observers()
-        if not resumed and cfg.train.eval_at_start:
-            self.evaluate_now()
-        self.begin_segment(ONE_BY_ONE)
-        start_step = self.step
-        t0 = self.clock_start = time.perf_counter()
-        bar = _Progress(s.total_steps, self.step, enabled=self.progress, label=cfg.name)
-        model = s.model
-        model.train()
-        x_all, y_all = s.data.x_train, s.data.y_train
-        n, bs = x_all.shape[0], cfg.train.batch_size
-        while self.step < s.total_steps and not self.stopped_early and self.diverged_at is None:
-            if self.perm is None:
-                self.perm = torch.randperm(n, generator=s.data_gen, device=s.device)
-            i = self.batch_in_epoch * bs
-            idx = self.perm[i : i + bs]
-            x, y = x_all[idx], y_all[idx]
-            if s.data.augment is not None:
-                x = s.data.augment(x, s.aug_gen)
-            self._train_step(x, y)
-            self.step += 1
-            self.batch_in_epoch += 1
-            bar.update(self.step, self._last_eval)
-            end_of_epoch = self.batch_in_epoch >= s.steps_per_epoch
-            if end_of_epoch:
-                self.epoch += 1
-                self.batch_in_epoch = 0
-                self.perm = None
-                if s.lr_sched is not None and cfg.lr_schedule.unit == "epoch":
-                    s.lr_sched.step()
-            if len(self.pending_rows) >= FLUSH_EVERY:
-                self.flush_log()
-            if self.eval_due(end_of_epoch) or self.step == s.total_steps:
-                self.flush_log()
-                if self.diverged_at is None:
-                    self.evaluate_now()
-                    if self.n_evals % cfg.train.checkpoint_every == 0 and self.step < s.total_steps:
-                        self.save_resume_point(time.perf_counter() - t0)
-        self.flush_log()
-        bar.close()
-        self.elapsed += time.perf_counter() - t0
-        self.clock_start = None
-        if not (resumed and self.step == start_step):
-            self.save_trained_state()
-        return self.finish()
+        return train_runs([self], OneModelStep(self.s), [resumed], progress=self.progress)[0]
 
     def save_trained_state(self) -> None:
         """Save the state at the end of training, before the analysis: a run killed during the
         analysis, or before its DONE marker, resumes here and only redoes the analysis."""
         self.save_resume_point(0.0)
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One optimizer step: the loss, the regularization around the optimizer (see
-        reglab.regularization for the order), monitors, schedule measurements and the log row."""
-        s, reg = self.s, self.s.regularization
-        model, opt = s.model, s.optimizer
-        out = model(x)
-        data_loss = s.loss_fn(out, y)
-        ctx = StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch) if len(reg) else None
-        values, weighted = reg.penalties(model, ctx) if ctx is not None else ([], [])
-        total = data_loss
-        for w in weighted:
-            total = total + w
-        opt.zero_grad(set_to_none=True)
-        if ctx is not None and ctx.data_grads is not None:
-            backward_with_known_data_grads(weighted, ctx.data_grads)
-        else:
-            total.backward()
-        lr = opt.param_groups[0]["lr"]
-        reg.before_optimizer_step(model, lr)
-        opt.step()
-        reg.after_optimizer_step(model, lr, ctx)
-        if s.step_monitors:
-            self._follow_monitors(ctx or StepContext(self.step, x, y, out, data_loss, s.loss_fn, epoch=self.epoch))
-        row = [data_loss.detach(), total.detach(), *values]
-        lams = reg.lams  # the step's lambdas, before a measurement changes them
-        measure = reg.wanting_measurement(self.step, self.batch_in_epoch)
-        if measure:  # one device sync for all schedules measuring at this step
-            acc = correct(out.detach(), y, s.data.task).item() / y.shape[0]
-            metrics = {"train_loss": data_loss.item(), "train_acc": acc, "epoch_step": self.batch_in_epoch}
-            reg.measure(self.step, metrics, measure)
-        if s.lr_sched is not None and s.cfg.lr_schedule.unit == "iteration":
-            s.lr_sched.step()
-        if self.step % s.cfg.train.log_every == 0:
-            self.pending_rows.append((self.step, self.epoch, lr, lams, torch.stack([v.float() for v in row])))
-
-    def _follow_monitors(self, ctx: StepContext) -> None:
-        """Monitors whose measurements accumulate over steps (path energy) see every step."""
-        for reg in self.s.step_monitors:
-            reg.after_step(self.s.model, ctx)
+    @property
+    def last_eval(self) -> dict:
+        """The latest evaluation row (empty before the first)."""
+        return self._last_eval
 
     # ------------------------------------------------------------------ logging
     def flush_log(self) -> None:
@@ -551,8 +330,6 @@ class Trainer:
             s.model.load_state_dict(self.best_state)
             restored = True
         final = self._final_metrics(restored)
-        if status == "done":
-            final.update(self._analyze())
         s.model.eval()
         self.rd.save_checkpoint("final", {"model": s.model.state_dict(), "step": self.step})
         summary = {
@@ -576,39 +353,6 @@ class Trainer:
             "compute_version": compute_version({"trained_by": self.trained_by}),
         }
         return summary
-
-    def _analyze(self) -> dict:
-        """Margins, spectra and sparsity of the final network (analysis/), and a landscape when
-        the config asks for one. Returns the scalars that join the run's final metrics."""
-        from .analysis import analyze_final
-
-        s = self.s
-        ac = s.cfg.analysis
-        out = self.rd.path / "analysis"
-        bias_in_units = any(getattr(t.reg.options, "regularize_bias", False) for t in s.terms)
-        scalars = analyze_final(s.model, s.data, ac, out, self.step, include_bias=bias_in_units, sync=self.rd.sync)
-        if ac.landscape is not None:
-            from .landscape.run_landscape import landscape_in_run
-
-            meta = {
-                "run_hash": self.rd.path.name,
-                "run_dir": str(self.rd.path),
-                "step": self.step,
-                "model": s.cfg.model.name,
-                "dataset": s.cfg.data.dataset,
-            }
-            landscape_in_run(
-                self.rd,
-                s.model,
-                s.data,
-                s.loss_fn,
-                ac.landscape,
-                out / "landscape",
-                meta,
-                s.cfg.train.eval_batch_size,
-                s.device,
-            )
-        return scalars
 
     def _final_metrics(self, restored: bool) -> dict:
         if self.diverged_at is not None:
@@ -695,39 +439,3 @@ class Trainer:
 
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-class _Progress:
-    """A rich progress bar on a terminal; nothing otherwise."""
-
-    def __init__(self, total: int, start: int, enabled: bool, label: str):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            transient=True,
-        )
-        self.p.start()
-        self.task = self.p.add_task(label, total=total, completed=start, info="")
-        self._last = 0.0
-
-    def update(self, step: int, last_eval: dict) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1:
-            return
-        self._last = now
-        info = " ".join(f"{k}={last_eval[k]:.4g}" for k in ("train_loss", "test_acc") if k in last_eval)
-        self.p.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.p.stop()

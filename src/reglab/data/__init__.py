@@ -5,8 +5,8 @@ tensors a run trains on; `resolve_data_dir` and `dataset_status` serve `reglab d
 """
 
 from .augment import random_crop_flip
-from .datasets import DATASETS, dataset_status
-from .location import data_dir_for, data_search_path, resolve_data_dir
+from .datasets import DATASETS, data_dir_for, dataset_status
+from .location import data_search_path, resolve_data_dir
 from .spec import DatasetSpec, RawSplits
 from .tasks import TaskData, build_task
 

@@ -6,9 +6,12 @@ from pathlib import Path
 
 from ..registry import Registry
 from . import cifar10, digits, mnist, synthetic
+from .location import data_search_path
 from .spec import DatasetSpec
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", ("a reglab.data.DatasetSpec", lambda obj: isinstance(obj, DatasetSpec))
+)
 
 DATASETS.add(
     "mnist",
@@ -113,3 +116,13 @@ def dataset_status(data_dir: Path, verify: bool = False) -> list[dict]:
             }
         )
     return rows
+
+
+def data_dir_for(dataset: str, explicit: str | None) -> Path:
+    """The first directory of the search path that has `dataset`, else the first directory."""
+    dirs = data_search_path(explicit)
+    spec = DATASETS.get(dataset, "data.dataset")
+    for d in dirs:
+        if spec.locate(d)[0] is not None:
+            return d
+    return dirs[0]

@@ -40,18 +40,6 @@ def resolve_data_dir(explicit: str | None) -> Path:
     return data_search_path(explicit)[0]
 
 
-def data_dir_for(dataset: str, explicit: str | None) -> Path:
-    """The first directory of the search path that has `dataset`, else the first directory."""
-    from .datasets import DATASETS
-
-    dirs = data_search_path(explicit)
-    spec = DATASETS.get(dataset, "data.dataset")
-    for d in dirs:
-        if spec.locate(d)[0] is not None:
-            return d
-    return dirs[0]
-
-
 def find_file(folder: Path, name: str) -> Path | None:
     """`name` or `name.gz` in folder (IDX files come both ways)."""
     for candidate in (folder / name, folder / f"{name}.gz"):

@@ -26,10 +26,11 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from ..config import LandscapeConfig, parse_overrides, validate
+from ..config import LandscapeConfig, parse_overrides
 from ..errors import ConfigError, UserError, pydantic_message
 from ..evaluation import LossFn
 from ..store import RunDir
+from ..validation import validate
 from .directions import Directions, pca_directions_for_model, random_directions
 from .grid import GridResult, evaluate_grid, grid_axis
 from .writers import (
@@ -273,7 +274,7 @@ def landscape_for_run(
 ) -> Path:
     """The landscape around a run's final weights; files go to out_dir (default
     `<run_dir>/analysis/landscape/`), which is returned."""
-    from ..train import prepare
+    from ..build import prepare
 
     rd = RunDir(Path(run_dir))
     if not rd.exists():

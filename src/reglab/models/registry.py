@@ -23,7 +23,15 @@ from .weightnorm import apply_paper_wn, apply_rho_wn
 
 ModelBuilder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 
-MODELS: Registry[ModelBuilder] = Registry("model")
+
+def _is_builder(obj: object) -> bool:
+    """A function, or a Module class built from the same arguments."""
+    return callable(obj) and (not isinstance(obj, type) or issubclass(obj, nn.Module))
+
+
+MODELS: Registry[ModelBuilder] = Registry(
+    "model", ("a model builder (a callable (cfg, input_shape, num_outputs) -> torch.nn.Module)", _is_builder)
+)
 MODELS.add("mlp", build_mlp)
 MODELS.add("mlp_factorized", build_mlp_factorized)
 for _stack in (

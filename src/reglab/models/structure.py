@@ -13,16 +13,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias, cast
+from typing import cast
 
 import torch
 from torch import nn
 
+from .layers import WEIGHT_LAYER_TYPES, WeightLayer, weight_layers
 from .weightnorm import is_unit_normalized, is_weight_normalized, weight_parametrizations, wn_scale
 
-WEIGHT_LAYER_TYPES = (nn.Linear, nn.Conv2d)
-WeightLayer: TypeAlias = nn.Linear | nn.Conv2d
-"""A weight layer (one of WEIGHT_LAYER_TYPES); under PaperWN its `weight` is the parametrized one."""
+__all__ = ["WEIGHT_LAYER_TYPES", "WeightLayer", "weight_layers"]  # and the names defined below
+
 NORM_LAYER_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -37,10 +37,6 @@ class UnitGroup:
     @property
     def size(self) -> int:
         return self.inp.weight.shape[0]
-
-
-def weight_layers(model: nn.Module) -> list[tuple[str, WeightLayer]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYER_TYPES)]
 
 
 def unit_groups(model: nn.Module) -> list[UnitGroup]:

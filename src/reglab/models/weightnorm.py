@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .layers import weight_layers
+
 
 class PaperWN(nn.Module):
     def __init__(self, g0: float):
@@ -53,8 +55,6 @@ def _scale_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tor
 def apply_rho_wn(model: nn.Module, g0: float | None) -> nn.Module:
     """Make every Linear/Conv2d weight unit-norm and scale the output by one global rho, which
     starts at g0^L (L weight layers), or at prod_l ||W_l||_F when g0 is None."""
-    from .structure import weight_layers
-
     layers = weight_layers(model)
     if not layers:
         raise ValueError("Rho-WN: the model has no Linear or Conv2d layer")
@@ -81,8 +81,6 @@ def is_unit_normalized(layer: nn.Module) -> bool:
 
 def apply_paper_wn(model: nn.Module, g0: float | None) -> nn.Module:
     """Parametrize every Linear/Conv2d weight; g starts at g0, or at ||W||_F when g0 is None."""
-    from .structure import weight_layers
-
     for _, layer in weight_layers(model):
         start = float(layer.weight.detach().norm()) if g0 is None else float(g0)
         parametrize.register_parametrization(layer, "weight", PaperWN(start))

@@ -5,7 +5,7 @@ module imports the package that imports it (no import cycle)."""
 
 from __future__ import annotations
 
-from ..registry import Registry
+from ..registry import Registry, subclass_of
 from .base import Regularizer
 
 
@@ -31,4 +31,6 @@ class _RegularizerRegistry(Registry[type[Regularizer]]):
         return cls
 
 
-REGULARIZERS: Registry[type[Regularizer]] = _RegularizerRegistry("regularizer")
+REGULARIZERS: Registry[type[Regularizer]] = _RegularizerRegistry(
+    "regularizer", ("a subclass of reglab.regularizers.Regularizer", subclass_of(Regularizer))
+)

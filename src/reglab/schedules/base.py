@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..registry import Registry, validate_options
+from ..registry import Registry, subclass_of, validate_options
 
 
 class ScheduleOptions(BaseModel):
@@ -45,7 +45,9 @@ class LambdaSchedule:
         self.history = [tuple(h) for h in state["history"]]
 
 
-SCHEDULES: Registry[type[LambdaSchedule]] = Registry("schedule")
+SCHEDULES: Registry[type[LambdaSchedule]] = Registry(
+    "schedule", ("a subclass of reglab.schedules.LambdaSchedule", subclass_of(LambdaSchedule))
+)
 
 
 @SCHEDULES.register("constant")

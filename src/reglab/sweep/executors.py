@@ -61,9 +61,10 @@ def execute_run(config: dict, data_dir: str | None = None, threads: int | None =
     pool worker an interrupt is returned as status "interrupted"; elsewhere it propagates."""
     import torch
 
-    from ..config import config_hash, validate
+    from ..config import config_hash
     from ..store import RunBusy
     from ..train import run
+    from ..validation import validate
 
     global _in_run
     if threads:

@@ -30,16 +30,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..config import (
-    RegularizerConfig,
-    RunConfig,
-    config_hash,
-    merge,
-    parse_overrides,
-    parse_value,
-    validate,
-)
+from ..config import RegularizerConfig, RunConfig, config_hash, merge, parse_overrides, parse_value
 from ..errors import ConfigError
+from ..validation import validate
 
 
 @dataclass

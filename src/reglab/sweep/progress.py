@@ -52,8 +52,6 @@ class SweepDisplay:
         return max(0, self.remaining - self.running)
 
     def eta(self) -> float | None:
-        from .runner import eta_seconds
-
         return eta_seconds(self.walls, self.remaining, max(self.workers, self.running))
 
     def line(self) -> str:
@@ -104,3 +102,10 @@ class SweepDisplay:
             self._live.stop()
         else:
             print(self.line() + f" [{eta_text(time.perf_counter() - self.t0)}]", flush=True)
+
+
+def eta_seconds(walls: list[float], remaining: int, workers: int) -> float | None:
+    """Remaining runs times the mean duration of finished runs, shared among the workers."""
+    if not walls or remaining <= 0:
+        return None if remaining > 0 else 0.0
+    return sum(walls) / len(walls) * remaining / max(1, workers)

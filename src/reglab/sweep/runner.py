@@ -72,8 +72,8 @@ def preflight(runs: list[PlannedRun], data_dir: str | None = None) -> None:
     """Build each distinct setting once (data, model, regularizers, schedules) on the CPU, so a
     missing dataset or an impossible combination stops the sweep before any run starts. Seeds
     are the only thing that may differ within a setting; datasets are read once (cached)."""
+    from ..build import prepare
     from ..config import canonical_dict
-    from ..train import prepare
 
     seen = set()
     for r in runs:
@@ -236,16 +236,10 @@ def _interrupted(name: str, result: SweepResult, total: int):
 
 
 def _hash_of(cfg_json: dict) -> str:
-    from ..config import config_hash, validate
+    from ..config import config_hash
+    from ..validation import validate
 
     return config_hash(validate(cfg_json))
 
 
-def eta_seconds(walls: list[float], remaining: int, workers: int) -> float | None:
-    """Remaining runs times the mean duration of finished runs, shared among the workers."""
-    if not walls or remaining <= 0:
-        return None if remaining > 0 else 0.0
-    return sum(walls) / len(walls) * remaining / max(1, workers)
-
-
-__all__ = ["SweepResult", "eta_seconds", "preflight", "read_manifest", "run_sweep", "sweep_hashes"]
+__all__ = ["SweepResult", "preflight", "read_manifest", "run_sweep", "sweep_hashes"]

@@ -7,16 +7,17 @@ Each run's directory is written exactly as the one-by-one trainer writes it (see
 """
 
 from .grouping import MAX_GROUP, MAX_PARAMS, describe_plan, group_key, plan_groups, vectorizes, why_not_vectorized
-from .trainer import GroupTrainer, train_group
+from .trainer import GroupStep, train_group, train_together
 
 __all__ = [
     "MAX_GROUP",
     "MAX_PARAMS",
-    "GroupTrainer",
+    "GroupStep",
     "describe_plan",
     "group_key",
     "plan_groups",
     "train_group",
+    "train_together",
     "vectorizes",
     "why_not_vectorized",
 ]

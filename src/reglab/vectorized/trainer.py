@@ -1,25 +1,21 @@
-"""The group trainer: M compatible runs trained at once, each run directory written exactly as
-the one-by-one trainer (`train.Trainer`) writes it.
+"""The group step: M compatible runs trained at once, each run directory written exactly as
+the one-by-one trainer writes it.
 
-How it reuses train.py: every run gets its own `Setup` from `train.prepare` (its seed, its model
-init, its regularizers with their setup, its lambda schedules, its torch optimizer and lr
-schedule, its data generator) and its own `train.Trainer` over its own run directory. The group
-stacks the models' parameters (model i's parameters become views of slice i, see
-functional.StackedModels) and replaces only the inner step: one vmapped forward + loss + penalty,
-one backward, one functional optimizer step for all models. Everything around the step is the
-run's own Trainer, through its public methods: per-step rows go through its `pending_rows` /
-`flush_log` (same NaN guard), and evaluation (`evaluate_now`), best tracking, checkpoints
-(`save_resume_point`, with the functional optimizer's state exported into the run's torch
-optimizer first), resume (`maybe_resume`) and the end of run (`finish`: final metrics, analysis,
-final checkpoint) are its methods, called on model i. No private member is reached into.
+Every run gets its own `Setup` from `reglab.build.prepare` (its seed, its model init, its
+regularizers with their setup, its lambda schedules, its torch optimizer and lr schedule, its
+data generator) and its own `train.Trainer` over its own run directory. The group stacks the
+models' parameters (model i's parameters become views of slice i, see
+functional.StackedModels) and `GroupStep` replaces only the optimizer step: one vmapped
+forward + loss + penalty, one backward, one functional optimizer step for all models. The loop
+around it (data orders, measurements, lr schedules, logging, evaluation, checkpoints, the end
+of training) is reglab.loop's `train_runs`, the same as one by one.
 
 Per model and per step, in the one-by-one order: data order from the run's own generator
 (a [M, B] index tensor; when every run drew the same order, as runs of one seed do, one shared
 batch for all), its pre-step hooks (decoupled weight decay, a loop over models like the prox
-steps), the optimizer step with the run's own lr (read from its torch optimizer,
-which its lr schedule drives), then for each model its prox steps and after_step hooks (a Python
-loop over models acting on the views, in place), its lambda schedules' measurements (one
-`.tolist()` for all models), its lr schedule step.
+steps), the optimizer step with the run's own lr (read from its torch optimizer, which its lr
+schedule drives), then for each model its prox steps and after_step hooks (its Regularization's
+own, acting on the views, in place).
 
 A run that diverges (NaN/inf loss found at a flush, as one by one) is finished at that moment,
 exactly as alone; the group keeps computing its (discarded) slice until the end.
@@ -27,22 +23,22 @@ exactly as alone; the group keeps computing its (discarded) slice until the end.
 
 from __future__ import annotations
 
-import re
 import time
 import traceback
-import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..evaluation import correct
+from ..analysis_stage import analyze_trained
+from ..build import Setup, prepare
+from ..loop import StepResult, train_runs
 from ..provenance import VECTORIZED
 from ..prune import apply_keep_policy
 from ..regularizers import Regularizer, StepContext
 from ..store import RunDir, RunLock, sync_to_disk
-from ..train import FLUSH_EVERY, Setup, Trainer, config_record, prepare
+from ..train import Trainer, config_record
 from .functional import GroupObjective, StackedModels, VmappedStep, apply_effects, stack_state, stateful_attributes
 from .optim import StackedOptimizer
 
@@ -77,221 +73,102 @@ class CompactRunDir(RunDir):
         super().save_checkpoint(which, _compact(obj))
 
 
-def _sched_step(sched) -> None:
-    """Step a run's lr schedule. Its torch optimizer never steps itself (the stacked optimizer
-    does the work), so torch's "lr_scheduler.step() before optimizer.step()" warning is noise."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`")
-        )
-        sched.step()
-
-
 def _overrides_after_step(reg: Regularizer) -> bool:
     return type(reg).after_step is not Regularizer.after_step
 
 
-class GroupTrainer:
-    """Train the runs of `trainers` (one train.Trainer each, already resumed or fresh, all at the
-    same step) together. `fit()` returns one summary per run (None for none)."""
+class GroupStep:
+    """One optimizer step of the M runs of `setups`, through their stacked parameters (a
+    reglab.loop Stepper)."""
 
-    def __init__(self, trainers: list[Trainer], resumed: list[bool]):
-        self.trainers = trainers
-        self.resumed = resumed
-        self.setups: list[Setup] = [t.s for t in trainers]
-        s0 = self.setups[0]
-        self.cfg = s0.cfg
-        self.M = len(trainers)
-        steps = {t.step for t in trainers}
-        if len(steps) != 1:
-            raise ValueError(f"the runs of a group must start at the same step, got {sorted(steps)}")
+    path = VECTORIZED
+
+    def __init__(self, setups: list[Setup]):
+        self.setups = setups
+        s0 = setups[0]
+        self.M = len(setups)
         regs0 = [t.reg for t in s0.terms]
         self.objective = GroupObjective(s0.model, regs0, s0.loss_fn)  # a template: copied before stacking
-        self.stack = StackedModels([s.model for s in self.setups])
-        self.params = self.stack.params
-        self.opt = StackedOptimizer(self.cfg.optim, self.stack.trainable())
-        self.opt.import_from([s.optimizer for s in self.setups])
+        self.stack = StackedModels([s.model for s in setups])
+        self.trainable = self.stack.trainable()
+        self.opt = StackedOptimizer(s0.cfg.optim, self.trainable)
+        self.opt.import_from([s.optimizer for s in setups])
         self.vstep = VmappedStep(self.objective)
         self.state_attrs = [stateful_attributes(r) if r.has_penalty else [] for r in regs0]
-        self.prox_terms = [k for k, r in enumerate(regs0) if r.has_prox]
-        self.pre_step_terms = [k for k, r in enumerate(regs0) if r.has_pre_step]
-        self.hook_terms = [k for k, r in enumerate(regs0) if _overrides_after_step(r)]
-        self.active = [True] * self.M
-        self.start_steps = [tr.step for tr in self.trainers]
-        self.summaries: list[dict | None] = [None] * self.M
+        self.has_pre_step = any(r.has_pre_step for r in regs0)
+        self.has_post_step = any(r.has_prox or _overrides_after_step(r) for r in regs0)
+        self.needs_context = any(_overrides_after_step(r) for r in regs0)
+        self.perms: torch.Tensor | None = None
+        self.shared = False
+        self._lam_rows: list[tuple[float, ...]] = []
+        self._lams = self._lam_tensor()
 
-    # ------------------------------------------------------------------ helpers
-    def _lams(self) -> torch.Tensor:
+    def _lam_tensor(self) -> torch.Tensor:
+        self._lam_rows = [s.regularization.lams for s in self.setups]
         dev = self.setups[0].device
-        return torch.tensor(
-            [[t.sched.lam for t in s.terms] for s in self.setups], dtype=torch.float32, device=dev
-        ).reshape(self.M, -1)
+        return torch.tensor(self._lam_rows, dtype=torch.float32, device=dev).reshape(self.M, -1)
 
     def _states(self) -> list[dict]:
-        out = []
-        for k, attrs in enumerate(self.state_attrs):
-            out.append(stack_state([s.terms[k].reg for s in self.setups], attrs) if attrs else {})
-        return out
+        return [
+            stack_state([s.terms[k].reg for s in self.setups], attrs) if attrs else {}
+            for k, attrs in enumerate(self.state_attrs)
+        ]
 
-    def _lrs(self) -> list[float]:
-        return [s.optimizer.param_groups[0]["lr"] for s in self.setups]
+    def begin_epoch(self, perms: list[torch.Tensor | None]) -> None:
+        n, dev = self.setups[0].data.x_train.shape[0], self.setups[0].device
+        self.perms = torch.stack([p if p is not None else torch.arange(n, device=dev) for p in perms])
+        self.shared = bool((self.perms == self.perms[:1]).all())  # one data order for all (one seed)
 
-    def _sync(self, step, epoch, batch_in_epoch) -> None:
-        for t in self.trainers:
-            t.step, t.epoch, t.batch_in_epoch = step, epoch, batch_in_epoch
-
-    def _perms(self, n: int) -> torch.Tensor:
-        dev = self.setups[0].device
-        rows = []
-        for i, (t, s) in enumerate(zip(self.trainers, self.setups)):
-            if t.perm is None and self.active[i]:
-                t.perm = torch.randperm(n, generator=s.data_gen, device=s.device)
-            rows.append(t.perm if t.perm is not None else torch.arange(n, device=dev))
-        return torch.stack(rows)
-
-    def _finish_run(self, i: int, t0: float) -> None:
-        tr = self.trainers[i]
-        tr.elapsed += time.perf_counter() - t0
-        tr.clock_start = None
-        if not (self.resumed[i] and tr.step == self.start_steps[i]):
-            self.opt.export_to(i, self.setups[i].optimizer)
-            tr.save_trained_state()
-        summary = tr.finish()
-        summary["vectorized"] = {"group_size": self.M}
-        self.summaries[i] = summary
-        self.active[i] = False
-
-    def _check_diverged(self, t0: float) -> None:
-        for i, tr in enumerate(self.trainers):
-            if self.active[i] and tr.diverged_at is not None:
-                self._finish_run(i, t0)
-
-    def _flush_all(self) -> None:
-        for i, tr in enumerate(self.trainers):
-            if self.active[i]:
-                tr.flush_log()
-
-    # ------------------------------------------------------------------ main loop
-    # The one-step redesign (issue 16) replaces this loop with the trainer's own step; until then
-    # it mirrors Trainer.fit branch for branch, hence the complexity.
-    def fit(self) -> list[dict | None]:  # noqa: C901
-        cfg = self.cfg
+    def step(self, step: int, epoch: int, batch_in_epoch: int, active: list[bool]) -> StepResult:
+        assert self.perms is not None
         s0 = self.setups[0]
-        for tr, resumed in zip(self.trainers, self.resumed):
-            tr.start_observers()
-            if not resumed and cfg.train.eval_at_start:
-                tr.evaluate_now()
-        t0 = time.perf_counter()
-        for tr in self.trainers:
-            tr.clock_start = t0
-            tr.begin_segment(VECTORIZED, self.M)
-        self._check_diverged(t0)  # a run resumed from the state it diverged in only finishes
-        x_all, y_all = s0.data.x_train, s0.data.y_train
-        n, bs = x_all.shape[0], cfg.train.batch_size
-        total_steps, spe = s0.total_steps, s0.steps_per_epoch
-        tr0 = self.trainers[0]
-        step, epoch, bie = tr0.step, tr0.epoch, tr0.batch_in_epoch
-        perms = None
-        shared = False
-        task = s0.data.task
-        params = self.params
-        trainable = self.stack.trainable()
-        lams = self._lams()
-        saved = False
-        while step < total_steps and any(self.active):
-            if perms is None:
-                perms = self._perms(n)
-                shared = bool((perms == perms[:1]).all())  # one data order for all (one seed)
-            i0 = bie * bs
-            # ---- one step for all models
-            if shared:
-                idx = perms[0, i0 : i0 + bs]
-                xb, yb = x_all[idx], y_all[idx]
-                totals, data_loss, outs, pens, effects = self.vstep(
-                    params, xb, yb, lams, self._states(), step, shared=True
-                )
-                x, y = xb.expand(self.M, *xb.shape), yb.expand(self.M, *yb.shape)  # views, per model
-            else:
-                idx = perms[:, i0 : i0 + bs]
-                x, y = x_all[idx], y_all[idx]
-                totals, data_loss, outs, pens, effects = self.vstep(params, x, y, lams, self._states(), step)
-            apply_effects(self.objective, effects, [[t.reg for t in s.terms] for s in self.setups])
-            grads = torch.autograd.grad(totals.sum(), trainable)
-            lrs = self._lrs()
-            # the per-model hooks around the optimizer step are the one-by-one trainer's own
-            # (reglab.regularization), called on each model's slice
-            if self.pre_step_terms:
-                for i, s in enumerate(self.setups):
-                    if self.active[i]:
-                        s.regularization.before_optimizer_step(s.model, lrs[i])
-            self.opt.step(list(grads), lrs)
-            if self.prox_terms or self.hook_terms:
-                for i, s in enumerate(self.setups):
-                    if not self.active[i]:
-                        continue
-                    ctx = None
-                    if self.hook_terms:
-                        ctx = StepContext(
-                            step, x[i], y[i], outs[i].detach(), data_loss[i].detach(), s.loss_fn, epoch=epoch
-                        )
-                    s.regularization.after_optimizer_step(s.model, lrs[i], ctx)
-            rows = torch.cat([data_loss.detach()[:, None], totals.detach()[:, None], pens.detach()], dim=1).float()
-            step_lams = [tuple(t.sched.lam for t in s.terms) for s in self.setups]  # before any measurement
-            asking = [s.regularization.wanting_measurement(step, bie) for s in self.setups]
-            lam_changed = False
-            if any(asking):  # one device sync for all models measuring at this step
-                corr = torch.stack([correct(outs[i].detach(), y[i], task) for i in range(self.M)])
-                vals = torch.stack([data_loss.detach().double(), corr.double()], dim=1).tolist()
-                for i, s in enumerate(self.setups):
-                    if self.active[i] and asking[i]:
-                        metrics = {"train_loss": vals[i][0], "train_acc": vals[i][1] / y.shape[1], "epoch_step": bie}
-                        s.regularization.measure(step, metrics, asking[i])
-                        lam_changed |= s.regularization.lams != step_lams[i]
-            if lam_changed:
-                lams = self._lams()
-            if cfg.lr_schedule.name != "constant" and cfg.lr_schedule.unit == "iteration":
-                for i, s in enumerate(self.setups):
-                    if self.active[i]:
-                        _sched_step(s.lr_sched)
-            if step % cfg.train.log_every == 0:
-                for i, tr in enumerate(self.trainers):
-                    if self.active[i]:
-                        tr.pending_rows.append((step, epoch, lrs[i], step_lams[i], rows[i]))
-            step += 1
-            bie += 1
-            end_of_epoch = bie >= spe
-            if end_of_epoch:
-                epoch += 1
-                bie = 0
-                perms = None
-                for i, (tr, s) in enumerate(zip(self.trainers, self.setups)):
-                    tr.perm = None
-                    if self.active[i] and s.lr_sched is not None and cfg.lr_schedule.unit == "epoch":
-                        _sched_step(s.lr_sched)
-            self._sync(step, epoch, bie)
-            if len(tr0.pending_rows) >= FLUSH_EVERY or any(len(tr.pending_rows) >= FLUSH_EVERY for tr in self.trainers):
-                self._flush_all()
-                self._check_diverged(t0)
-            if tr0.eval_due(end_of_epoch) or step == total_steps:
-                self._flush_all()
-                self._check_diverged(t0)
-                for i, (tr, s) in enumerate(zip(self.trainers, self.setups)):
-                    if not self.active[i]:
-                        continue
-                    tr.evaluate_now()
-                    if tr.n_evals % cfg.train.checkpoint_every == 0 and step < total_steps:
-                        self.opt.export_to(i, s.optimizer)
-                        tr.save_resume_point(time.perf_counter() - t0)
-                        saved = True
-                if saved:
-                    sync_to_disk()
-                    saved = False
-        self._flush_all()
-        self._check_diverged(t0)
-        for i in range(self.M):
-            if self.active[i]:
-                self._finish_run(i, t0)
-        return self.summaries
+        x_all, y_all, bs = s0.data.x_train, s0.data.y_train, s0.cfg.train.batch_size
+        if [s.regularization.lams for s in self.setups] != self._lam_rows:  # a schedule changed a lam
+            self._lams = self._lam_tensor()
+        i0 = batch_in_epoch * bs
+        params, states = self.stack.params, self._states()
+        if self.shared:
+            idx = self.perms[0, i0 : i0 + bs]
+            xb, yb = x_all[idx], y_all[idx]
+            totals, data_loss, outs, pens, effects = self.vstep(params, xb, yb, self._lams, states, step, shared=True)
+            x, y = xb.expand(self.M, *xb.shape), yb.expand(self.M, *yb.shape)  # views, per model
+        else:
+            idx = self.perms[:, i0 : i0 + bs]
+            x, y = x_all[idx], y_all[idx]
+            totals, data_loss, outs, pens, effects = self.vstep(params, x, y, self._lams, states, step)
+        apply_effects(self.objective, effects, [[t.reg for t in s.terms] for s in self.setups])
+        grads = torch.autograd.grad(totals.sum(), self.trainable)
+        lrs = [s.optimizer.param_groups[0]["lr"] for s in self.setups]
+        # the hooks around the optimizer step are each run's own Regularization's, on its slice
+        if self.has_pre_step:
+            for i, s in enumerate(self.setups):
+                if active[i]:
+                    s.regularization.before_optimizer_step(s.model, lrs[i])
+        self.opt.step(list(grads), lrs)
+        if self.has_post_step:
+            for i, s in enumerate(self.setups):
+                if not active[i]:
+                    continue
+                ctx = None
+                if self.needs_context:
+                    ctx = StepContext(step, x[i], y[i], outs[i].detach(), data_loss[i].detach(), s.loss_fn, epoch=epoch)
+                s.regularization.after_optimizer_step(s.model, lrs[i], ctx)
+        data_loss = data_loss.detach()
+        rows = torch.cat([data_loss[:, None], totals.detach()[:, None], pens.detach()], dim=1).float()
+        outs = outs.detach()
+        return StepResult(data_loss, rows, [outs[i] for i in range(self.M)], [y[i] for i in range(self.M)], lrs)
+
+    def before_checkpoint(self, i: int) -> None:
+        self.opt.export_to(i, self.setups[i].optimizer)
+
+
+def train_together(trainers: list[Trainer], resumed: list[bool]) -> list[dict]:
+    """Train the runs of `trainers` (each resumed or fresh, all at the same step) as one group;
+    return one summary per run, each marked with the group's size."""
+    summaries = train_runs(trainers, GroupStep([t.s for t in trainers]), resumed)
+    for summary in summaries:
+        summary["vectorized"] = {"group_size": len(trainers)}
+    return summaries
 
 
 # ---------------------------------------------------------------------- entry point
@@ -365,7 +242,7 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                     h, rd, tr, _ = members[0]
                     summaries = [tr.fit()]  # fit() resumes again from the same checkpoint: idempotent
                 else:
-                    summaries = GroupTrainer([m[2] for m in members], [m[3] for m in members]).fit()
+                    summaries = train_together([m[2] for m in members], [m[3] for m in members])
             except Exception as e:
                 for h, rd, _tr, _ in members:
                     _record_failure(rd, e)
@@ -373,7 +250,8 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                         h, "failed", (time.perf_counter() - t0) / len(members), f"{type(e).__name__}: {e}"
                     )
                 continue
-            for (_h, rd, _tr, _), summary in zip(members, summaries):
+            for (_h, rd, tr, _), summary in zip(members, summaries):
+                analyze_trained(tr.s, rd, summary)
                 rd.write_summary(summary)
             sync_to_disk()  # every file of these runs is on disk before any DONE says so
             for _h, rd, tr, _ in members:
@@ -402,4 +280,4 @@ def _record_failure(rd: RunDir, e: Exception) -> None:
         rd.write_error({"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
 
 
-__all__ = ["CompactRunDir", "GroupTrainer", "train_group"]
+__all__ = ["CompactRunDir", "GroupStep", "train_group", "train_together"]
