@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench clean api-docs
+.PHONY: venv demo test test-slurm lint format bench clean api-docs
 
 venv: $(STAMP)
 
@@ -22,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Sweeps and tune worker jobs on a real single-node SLURM cluster started by the tests
+# (tests/slurm_cluster.py; needs root and Debian's slurmctld slurmd slurmdbd slurm-client munge
+# mariadb-server, else they skip).
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py tests/test_slurm_tune.py
 
 # ruff (lint + format check) and mypy, configured in pyproject.toml; also run by .ci/run and
 # by the pre-commit hooks (.pre-commit-config.yaml).

@@ -82,3 +82,22 @@ def two_layer_ones():
     set_weights(model[0], torch.ones(2, 3), [10.0, 10.0])
     set_weights(model[2], [[3.0, 4.0]], [10.0])
     return model
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A real single-node SLURM cluster (tests/slurm_cluster.py), one for the whole session: the
+    `slurm` tests (test_slurm.py, test_slurm_tune.py) share it. Skips with the reason where it
+    cannot start (not root, packages missing)."""
+    from slurm_cluster import ClusterUnavailable, SlurmCluster, why_unavailable
+
+    why = why_unavailable()
+    if why:
+        pytest.skip(f"SLURM tests: {os.environ.get('REGLAB_SLURM_UNAVAILABLE') or why}")
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start()
+    except ClusterUnavailable as e:
+        pytest.skip(f"SLURM tests: the cluster did not start: {e}")
+    yield c
+    c.stop()

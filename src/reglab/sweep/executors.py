@@ -1,4 +1,4 @@
-"""Where runs execute: inline, a local process pool, or SLURM through submitit.
+"""Where runs execute: inline, or a local process pool (SLURM: sweep/slurm.py).
 
 Every executor calls the same function, `execute_run`, with a run's config as plain JSON data,
 so local and cluster runs write identical run directories and can mix on a shared filesystem.
@@ -13,10 +13,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-from ..errors import ConfigError
 
 EXECUTORS = ("inline", "process", "slurm", "submitit_local")
 
@@ -106,7 +102,8 @@ class Executor:
     def submit(self, configs: list[dict]) -> None:
         raise NotImplementedError
 
-    def outcomes(self) -> Iterator[Outcome]:
+    def outcomes(self) -> Iterator[Outcome | None]:
+        """Outcomes as runs finish; None between them now and then, so the display can refresh."""
         raise NotImplementedError
 
     def running(self) -> int:
@@ -201,65 +198,3 @@ class ProcessExecutor(Executor):
                 os.kill(p.pid, signal.SIGINT)
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.pending = set()
-
-
-class SubmititExecutor(Executor):
-    """SLURM array jobs through submitit (or its LocalExecutor, which needs no cluster).
-
-    Each array task calls `execute_run`; results come back through submitit's pickles in
-    `<root>/.submitit/`. Runs on the cluster and runs started locally share run directories.
-    """
-
-    def __init__(self, folder: Path, data_dir: str | None, local: bool, slurm: dict[str, Any], jobs: int):
-        try:
-            import submitit
-        except ImportError:
-            raise ConfigError(
-                "--executor", "slurm needs submitit: pip install 'reglab[slurm]'", ["inline", "process"]
-            ) from None
-        self.data_dir = data_dir
-        self.ex: submitit.LocalExecutor | submitit.AutoExecutor
-        if local:
-            self.ex = submitit.LocalExecutor(folder=str(folder))
-            self.ex.update_parameters(timeout_min=int(slurm.get("time", 60)))
-        else:
-            self.ex = submitit.AutoExecutor(folder=str(folder))
-            params = {"timeout_min": int(slurm.get("time", 60)), "slurm_array_parallelism": jobs}
-            for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "account", "qos"):
-                if key in slurm:
-                    params[key if key in ("gpus_per_node", "cpus_per_task", "mem_gb", "nodes") else f"slurm_{key}"] = (
-                        slurm[key]
-                    )
-            self.ex.update_parameters(**params)
-        self.jobs: list = []
-
-    def submit(self, configs):
-        if configs:
-            n = len(configs)
-            self.jobs += self.ex.map_array(execute_run, configs, [self.data_dir] * n, [None] * n)
-
-    def outcomes(self):
-        while self.jobs:
-            finished = [j for j in self.jobs if j.done()]
-            for j in finished:
-                self.jobs.remove(j)
-                try:
-                    yield Outcome(**j.result())
-                except Exception as e:  # the job itself died (node failure, timeout)
-                    yield Outcome(hash="?", status="failed", error=f"{type(e).__name__}: {e}")
-            if not finished:
-                time.sleep(0.5)
-                yield None
-
-    def running(self):
-        return len(self.jobs)
-
-
-def make_executor(kind: str, jobs: int, data_dir: str | None, root: Path, slurm: dict | None = None) -> Executor:
-    if kind == "inline":
-        return InlineExecutor(data_dir)
-    if kind == "process":
-        return ProcessExecutor(jobs, data_dir)
-    if kind in ("slurm", "submitit_local"):
-        return SubmititExecutor(root / ".submitit", data_dir, kind == "submitit_local", slurm or {}, jobs)
-    raise ConfigError("--executor", f"unknown executor {kind!r}", EXECUTORS)

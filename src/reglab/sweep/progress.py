@@ -61,7 +61,7 @@ class SweepDisplay:
         )
 
     def start(self, running: int, remaining: int) -> None:
-        self.running = running
+        self.running = min(running, self.remaining)
         if self.live_enabled:
             from rich.live import Live
 
@@ -86,7 +86,7 @@ class SweepDisplay:
             self._line_due = True  # printed by the next refresh, once the next run has started
 
     def refresh(self, running: int) -> None:
-        self.running = running
+        self.running = min(running, self.remaining)  # counts add up even when an executor lags
         if self._live is not None:
             self._live.update(self.line())
         elif self._line_due:

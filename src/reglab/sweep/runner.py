@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import provenance
+from ..errors import ConfigError
 from ..store import RunDir, RunLock, atomic_write_json
-from .executors import Executor, Outcome, execute_run, make_executor
+from .executors import EXECUTORS, Executor, InlineExecutor, Outcome, ProcessExecutor, execute_run
 from .grid import PlannedRun
 from .progress import SweepDisplay
+from .slurm_options import SlurmOptions, check_with_cluster, slurm_options
 
 
 @dataclass
@@ -55,8 +57,6 @@ def write_manifest(root: Path, name: str, spec: dict, runs: list[PlannedRun]) ->
 
 
 def read_manifest(root: Path, name: str) -> dict:
-    from ..errors import ConfigError
-
     path = manifest_path(root, name)
     if not path.exists():
         known = sorted(p.stem for p in (Path(root) / "sweeps").glob("*.json"))
@@ -71,12 +71,15 @@ def sweep_hashes(root: Path, name: str) -> list[str]:
 def preflight(runs: list[PlannedRun], data_dir: str | None = None) -> None:
     """Build each distinct setting once (data, model, regularizers, schedules) on the CPU, so a
     missing dataset or an impossible combination stops the sweep before any run starts. Seeds
-    are the only thing that may differ within a setting; datasets are read once (cached)."""
+    are the only thing that may differ within a setting; datasets are read once (cached). A
+    tracker whose package is missing (reglab.tracking) stops it too."""
     from ..build import prepare
     from ..config import canonical_dict
+    from ..tracking import require_packages
 
     seen = set()
     for r in runs:
+        require_packages(r.config)
         d = canonical_dict(r.config)
         d.pop("seed", None)
         key = json.dumps(d, sort_keys=True)
@@ -107,6 +110,12 @@ def run_sweep(
     the executor. Finished runs computed by an older reglab (see reglab.provenance) are reused
     with a note, or with `rerun_stale` moved to <root>/stale/ and trained again."""
     root = Path(root)
+    slurm_opts = None
+    if executor in ("slurm", "submitit_local"):
+        slurm_opts = _cluster_options(slurm, executor, name)
+        if vectorize == "on":
+            print(f"note: --vectorize on is ignored with --executor {executor}: each run is one job", flush=True)
+        vectorize = "off"  # groups would train in this process, not on the cluster
     write_manifest(root, name, spec, runs)
     result = SweepResult(name, root)
     todo = _to_train(runs, root, result, rerun_stale)
@@ -130,7 +139,7 @@ def run_sweep(
     ex: Executor | None = None
     try:
         _train_groups(groups, len(todo), root, data_dir, display, result, busy)
-        ex = make_executor(executor, jobs, data_dir, root, slurm)
+        ex = make_executor(executor, jobs, data_dir, root, slurm_opts, name)
         ex.submit(configs)
         display.start(running=ex.running(), remaining=len(todo))
         for out in ex.outcomes():
@@ -161,6 +170,43 @@ def run_sweep(
         display.finished(out)
     display.stop()
     return result
+
+
+def make_executor(
+    kind: str,
+    jobs: int,
+    data_dir: str | None,
+    root: Path,
+    slurm: SlurmOptions | dict | None = None,
+    sweep_name: str = "sweep",
+) -> Executor:
+    """The executor named `kind`. For SLURM, `jobs` (when > 0) is the array's concurrency
+    limit unless the options set `array_parallelism`."""
+    if kind == "inline":
+        return InlineExecutor(data_dir)
+    if kind == "process":
+        return ProcessExecutor(jobs, data_dir)
+    if kind in ("slurm", "submitit_local"):
+        opts = slurm if isinstance(slurm, SlurmOptions) else slurm_options(slurm)
+        if opts.array_parallelism is None and jobs > 0:
+            opts = replace(opts, array_parallelism=jobs)
+        from .slurm import SubmititExecutor
+
+        return SubmititExecutor(root / ".submitit", data_dir, kind == "submitit_local", opts, sweep_name)
+    raise ConfigError("--executor", f"unknown executor {kind!r}", EXECUTORS)
+
+
+def _cluster_options(slurm: dict | None, executor: str, name: str) -> SlurmOptions:
+    """The sweep's SLURM options, checked before anything is written: their names and values,
+    then (for a real cluster) whether the cluster would accept the job."""
+    import importlib.util
+
+    if importlib.util.find_spec("submitit") is None:
+        raise ConfigError("--executor", f"{executor} needs submitit: pip install 'reglab[slurm]'", EXECUTORS[:2])
+    opts = slurm_options(slurm)
+    if executor == "slurm":
+        check_with_cluster(opts, name)
+    return opts
 
 
 def _to_train(runs: list[PlannedRun], root: Path, result: SweepResult, rerun_stale: bool) -> list[PlannedRun]:
