@@ -49,6 +49,13 @@ step to step (nuclear.py). Repeated nonzero sigma_i are fine for
 the value and for this gradient (only the singular values' gradient is needed), but the
 singular vectors themselves are then not unique. eigvalsh's gradient (dense) is unstable when
 eigenvalues repeat, and A always has repeated zero eigenvalues when n_even != n_odd.
+
+Amortized (options ``refresh_every`` / ``refresh_tol``, bipartite route only; see
+regularizers/amortized.py). R = 2 ||B||_* is a norm of B and B is linear in the weights, so with
+Q = U V^T the polar factor of B^T at a refresh, 2 tr(Q^T B^T) = sum_i <G_i, W_i> with G_i twice
+the block of Q at W_i's place in B^T, in W_i's orientation (`biadjacency_blocks`, the adjoint of
+`biadjacency_transposed`); G_i is the exact route's gradient at the refresh, and between
+refreshes sum_i <G_i, W_i> <= 2 ||Q||_2 ||B||_* = R is the penalty, with gradient G_i.
 """
 
 from __future__ import annotations
@@ -58,10 +65,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.structure import weight_layers
-from .base import Options, Regularizer, StepContext
+from .amortized import AmortizedPenalty, RefreshOptions
+from .base import StepContext
 from .l2 import require_weight_role_only
-from .nuclear import Solver, nuclear_norm_of
+from .nuclear import Solver, nuclear_norm_and_factor, nuclear_norm_of
 from .registry import REGULARIZERS
 
 
@@ -145,6 +154,34 @@ def biadjacency_transposed(weights: list[torch.Tensor]) -> torch.Tensor:
     return bt
 
 
+def biadjacency_blocks(bt: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """The block of `bt` (a matrix shaped like B^T) at each weight's place in
+    `biadjacency_transposed`, in that weight's own orientation, as contiguous copies: the adjoint
+    of `biadjacency_transposed`, so sum_i <blocks_i, W_i> = <bt, biadjacency_transposed(W)>."""
+    even_start = [sum(sizes[0:i:2]) for i in range(len(sizes))]
+    odd_start = [sum(sizes[1:i:2]) for i in range(len(sizes))]
+    blocks = []
+    for i in range(1, len(sizes)):
+        if i % 2:  # B^T holds W_i as it is
+            r, c = even_start[i - 1], odd_start[i]
+            blocks.append(bt[c : c + sizes[i], r : r + sizes[i - 1]].clone())
+        else:  # B^T holds W_i^T
+            r, c = even_start[i], odd_start[i - 1]
+            blocks.append(bt[c : c + sizes[i - 1], r : r + sizes[i]].T.clone())
+    return blocks
+
+
+def graph_energy_and_factors(
+    weights: list[torch.Tensor], solver: Solver = "gram"
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(R, [G_i]): the exact graph energy 2 ||B||_* (float64) and its gradient with respect to
+    each weight (shaped and typed as the weight), from the polar factor of B^T (module docstring)."""
+    sizes = layer_sizes(weights)
+    value, q = nuclear_norm_and_factor(biadjacency_transposed([w.detach() for w in weights]), solver)
+    blocks = biadjacency_blocks(2.0 * q, sizes)
+    return 2.0 * value, [g.to(w.dtype) for g, w in zip(blocks, weights, strict=True)]
+
+
 def bipartite_graph_energy(weights: list[torch.Tensor] | torch.Tensor, solver: Solver = "gram") -> torch.Tensor:
     """2 * sum_i sigma_i(B) = 2 ||B||_*, B = biadjacency(weights): the exact graph energy of the
     layered graph of a chain of any depth (module docstring). A single matrix W is the chain [W]
@@ -189,7 +226,7 @@ def chain_weights(model: nn.Module, name: str = "graph_energy") -> list[torch.Te
     return weights
 
 
-class GraphEnergyOptions(Options):
+class GraphEnergyOptions(RefreshOptions):
     method: Method = "auto"
     """bipartite_svd: 2 ||B||_* of the biadjacency B (exact, any depth; the fast route);
     dense: eigvalsh of the full adjacency A (the slow reference); auto: bipartite_svd."""
@@ -199,7 +236,7 @@ class GraphEnergyOptions(Options):
 
 
 @REGULARIZERS.register("graph_energy")
-class GraphEnergy(Regularizer):
+class GraphEnergy(AmortizedPenalty):
     """R = sum_k |lambda_k(A)|, A the adjacency of the model's layered graph (module docstring)."""
 
     not_vectorized_why = "its penalty builds the layered adjacency by index assignment, not tested under vmap"
@@ -210,13 +247,26 @@ class GraphEnergy(Regularizer):
     def __init__(self, options, roles=("weight",)):
         super().__init__(options, roles)
         require_weight_role_only(self.name, self.roles)
+        if options.method == "dense" and options.refresh_every > 1:
+            raise ConfigError(
+                "refresh_every",
+                "amortizes the bipartite route only; method dense is the slow reference (use auto or bipartite_svd)",
+            )
 
     def setup(self, model: nn.Module) -> None:
         chain_weights(model, self.name)
+        super().setup(model)
 
-    def penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
+    def factor_weights(self, model: nn.Module) -> list[torch.Tensor]:
+        return chain_weights(model, self.name)
+
+    def exact_with_factors(self, weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return graph_energy_and_factors(weights, self.options.solver)
+
+    def exact_penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
         return graph_energy(chain_weights(model, self.name), self.options.method, self.options.solver)
 
     @torch.no_grad()
     def report(self, model: nn.Module) -> dict[str, float]:
-        return {"penalty": float(self.penalty(model, None))}
+        exact = float(self.exact_penalty(model, None))
+        return {"penalty": exact} | self.amortized_report(model, exact)

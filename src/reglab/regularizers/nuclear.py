@@ -47,6 +47,21 @@ gradient there is the minimal one U_r V_r^T with spectral norm 1, rather than un
 rounding noise (which would give a "subgradient" of spectral norm >> 1). svdvals instead returns
 arbitrary singular vectors for the zero singular values, a subgradient that can jump from step
 to step.
+
+``auto`` (per device; `auto_route`): the gram solver, with its eigh where it is fastest for the
+matrix's device and size. On a CPU that is plain ``gram``, bit for bit. On CUDA, for a smaller
+side q <= HOST_EIGH_MAX, the Gram matrix is formed on the GPU (float64, one GEMM: the p x q
+matrix stays where it is), its q x q doubles go to the host for LAPACK's eigh, and V comes back.
+Why: cuSOLVER's eigh (and svd) on a matrix of tens to hundreds of rows is latency-bound (a
+tridiagonal reduction of q small steps, each a few kernel launches), and torch checks its
+`info` on the host after every call, a device synchronization the host round trip costs anyway;
+LAPACK does a 128 x 128 float64 eigh in well under a millisecond on one core. svdvals on the GPU
+has the same launch and sync costs and reads the whole p x q matrix, so auto never picks it.
+Above HOST_EIGH_MAX the host's O(q^3) eigh would dominate and the GPU's runs instead. On MPS
+(no float64) the matrix goes to the host and the whole float64 part runs there. HOST_EIGH_MAX
+is a guess until a GPU measures it (bench_penalties.py on CUDA, gram vs auto per layer size),
+which may also change the rule (one batched eigh for all layers). ``gram`` stays the default,
+so existing configs compute on every device what they computed before.
 """
 
 from __future__ import annotations
@@ -55,8 +70,22 @@ from typing import Literal
 
 import torch
 
-Solver = Literal["gram", "svdvals"]
-SOLVERS = ("gram", "svdvals")
+Solver = Literal["gram", "svdvals", "auto"]
+SOLVERS = ("gram", "svdvals", "auto")
+
+HOST_EIGH_MAX = 1024
+"""`auto` on CUDA: Gram matrices up to this size are eigen-decomposed on the host (docstring)."""
+
+
+def auto_route(device: torch.device, size: int) -> tuple[Literal["gram", "svdvals"], torch.device | None]:
+    """What `solver: auto` runs for a matrix on `device` whose smaller side is `size`: the
+    solver, and where the Gram matrix's eigh runs (None: on the matrix's device)."""
+    host = torch.device("cpu")
+    if device.type == "cuda":
+        return "gram", host if size <= HOST_EIGH_MAX else None
+    if device.type == "mps":  # no float64 on MPS
+        return "gram", host
+    return "gram", None
 
 
 def tall(m: torch.Tensor) -> torch.Tensor:
@@ -64,26 +93,63 @@ def tall(m: torch.Tensor) -> torch.Tensor:
     return m if m.shape[0] >= m.shape[1] else m.T
 
 
-def gram_nuclear_norm(m: torch.Tensor) -> torch.Tensor:
+def gram_nuclear_norm(m: torch.Tensor, eigh_on: torch.device | None = None) -> torch.Tensor:
     """||M||_* through the eigenvectors of the smaller Gram matrix (module docstring).
 
     A wide M (fewer rows than columns) is not transposed: its Gram matrix is M M^T, V are its
     left singular vectors and the norms are those of the rows of V^T M. Products then read M in
-    its own layout and its gradient needs no transposed copy."""
+    its own layout and its gradient needs no transposed copy. `eigh_on`: the device of the eigh
+    (None: M's; see `auto_route`)."""
     wide = m.shape[0] < m.shape[1]
-    m64 = m.detach().to(torch.float64)
-    _, v = torch.linalg.eigh(m64 @ m64.T if wide else m64.T @ m64)
-    v = v.to(m.dtype)
+    m64 = m.detach()
+    if eigh_on is not None and m64.device.type == "mps":  # no float64 there: form the Gram on the host
+        m64 = m64.to(eigh_on)
+    m64 = m64.to(torch.float64)
+    gram = m64 @ m64.T if wide else m64.T @ m64
+    _, v = torch.linalg.eigh(gram if eigh_on is None else gram.to(eigh_on))
+    v = v.to(device=m.device, dtype=m.dtype)
     products = v.T @ m if wide else m @ v  # rows (wide) or columns (tall) have norms sigma_i
     norms = torch.linalg.vector_norm(products, dim=1 if wide else 0)
     tol = norms.detach().max() * max(m.shape) ** 0.5 * torch.finfo(m.dtype).eps
     return torch.where(norms > tol, norms, torch.zeros_like(norms)).sum()
 
 
-def nuclear_norm_of(m: torch.Tensor, solver: Solver = "gram") -> torch.Tensor:
-    """sum_i sigma_i(M) of a matrix, differentiable, by `solver` (gram or svdvals)."""
+def nuclear_norm_and_factor(m: torch.Tensor, solver: Solver = "gram") -> tuple[torch.Tensor, torch.Tensor]:
+    """(||M||_*, Q) of a matrix, both float64 and detached: Q = U V^T, the polar factor of M and
+    the nuclear norm's gradient at M (what `nuclear_norm_of` backpropagates), with
+    tr(Q^T M) = ||M||_*. gram: Q = sum_i u_i v_i^T over the directions kept by
+    `gram_nuclear_norm`'s rounding threshold (the minimal subgradient U_r V_r^T at zero singular
+    values); svdvals: U V^T of LAPACK's thin SVD. The amortized penalties keep Q between refreshes
+    (regularizers/amortized.py). Products are taken in float64 (a refresh is occasional)."""
     if m.dim() != 2:
         raise ValueError(f"nuclear norm of a matrix: got shape {tuple(m.shape)}")
+    m64 = m.detach().to(torch.float64)
+    if solver == "auto":
+        solver = auto_route(m.device, min(m.shape))[0]  # an occasional refresh: its eigh stays on m's device
+    if solver == "svdvals":
+        u, s, vh = torch.linalg.svd(m64, full_matrices=False)
+        return s.sum(), u @ vh
+    if solver != "gram":
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+    wide = m.shape[0] < m.shape[1]
+    _, v = torch.linalg.eigh(m64 @ m64.T if wide else m64.T @ m64)
+    products = v.T @ m64 if wide else m64 @ v  # rows (wide) sigma_i v_i^T, columns (tall) sigma_i u_i
+    norms = torch.linalg.vector_norm(products, dim=1 if wide else 0)
+    keep = norms > norms.max() * max(m.shape) ** 0.5 * torch.finfo(m.dtype).eps
+    inverse = torch.where(keep, 1.0 / torch.where(keep, norms, 1.0), 0.0)
+    # sum_i u_i v_i^T: U = v (wide) or V = v (tall)
+    q = v @ (products * inverse[:, None]) if wide else (products * inverse[None, :]) @ v.T
+    return torch.where(keep, norms, 0.0).sum(), q
+
+
+def nuclear_norm_of(m: torch.Tensor, solver: Solver = "gram") -> torch.Tensor:
+    """sum_i sigma_i(M) of a matrix, differentiable, by `solver` (gram, svdvals, or auto: per
+    device, `auto_route`)."""
+    if m.dim() != 2:
+        raise ValueError(f"nuclear norm of a matrix: got shape {tuple(m.shape)}")
+    if solver == "auto":
+        route, eigh_on = auto_route(m.device, min(m.shape))
+        return gram_nuclear_norm(m, eigh_on) if route == "gram" else nuclear_norm_of(m, route)
     if solver == "gram":
         return gram_nuclear_norm(m)
     if solver == "svdvals":
@@ -91,4 +157,13 @@ def nuclear_norm_of(m: torch.Tensor, solver: Solver = "gram") -> torch.Tensor:
     raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
 
 
-__all__ = ["SOLVERS", "Solver", "gram_nuclear_norm", "nuclear_norm_of", "tall"]
+__all__ = [
+    "HOST_EIGH_MAX",
+    "SOLVERS",
+    "Solver",
+    "auto_route",
+    "gram_nuclear_norm",
+    "nuclear_norm_and_factor",
+    "nuclear_norm_of",
+    "tall",
+]

@@ -21,6 +21,10 @@ eigenvectors of the smaller Gram matrix in float64, faster than LAPACK's SVD on 
 layers, as accurate) or ``svdvals`` (the reference). Both return the gradient U V^T; nuclear.py
 says what each does at zero singular values. eigvalsh's gradient is unstable when eigenvalues
 repeat.
+
+``nuclear_norm`` and ``spectral_energy`` take ``refresh_every`` / ``refresh_tol``: the exact
+gradient (U V^T, or V sign(Lambda) V^T of a square layer's symmetric part) computed every k steps
+and its linear lower bound sum_l <G_l, W_l> as the penalty in between (regularizers/amortized.py).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import torch
 from torch import nn
 
 from ..models.structure import weight_layers
-from .base import Options, Regularizer, StepContext
+from .amortized import AmortizedPenalty, RefreshOptions
+from .base import Regularizer, StepContext
 from .l2 import require_weight_role_only
-from .nuclear import Solver, nuclear_norm_of
+from .nuclear import Solver, nuclear_norm_and_factor, nuclear_norm_of
 from .registry import REGULARIZERS
 
 
@@ -53,6 +58,14 @@ def nuclear_norm(weight: torch.Tensor, solver: Solver = "gram") -> torch.Tensor:
 def symmetric_part_energy(matrix: torch.Tensor) -> torch.Tensor:
     """sum_i |lambda_i((M + M^T)/2)| for a square M (eigvalsh)."""
     return torch.linalg.eigvalsh(0.5 * (matrix + matrix.T)).abs().sum()
+
+
+def symmetric_part_energy_and_factor(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum_i |lambda_i(S)|, P) of S = (M + M^T)/2, both float64 and detached: P = V sign(Lambda)
+    V^T is the energy's gradient with respect to M (symmetric, so <P, M> = <P, S> = the energy)."""
+    m64 = matrix.detach().to(torch.float64)
+    lam, v = torch.linalg.eigh(0.5 * (m64 + m64.T))
+    return lam.abs().sum(), (v * torch.sign(lam)) @ v.T
 
 
 def layerwise_spectral_energy(weight: torch.Tensor, solver: Solver = "gram") -> torch.Tensor:
@@ -101,7 +114,7 @@ class Frobenius(_PerLayerPenalty):
         return frobenius_sq(weight)
 
 
-class SolverOptions(Options):
+class SolverOptions(RefreshOptions):
     solver: Solver = "gram"
     """How singular values are computed: gram (eigh of the smaller Gram matrix in float64, the
     fast default) or svdvals (LAPACK's SVD, the reference); see regularizers/nuclear.py."""
@@ -112,8 +125,41 @@ class NuclearNormOptions(SolverOptions):
     """Multiply by 2: the graph energy of each layer's bipartite adjacency (study 2's value)."""
 
 
+class _AmortizedPerLayer(AmortizedPenalty, _PerLayerPenalty):
+    """A per-layer penalty with ``refresh_every`` / ``refresh_tol`` (regularizers/amortized.py):
+    one factor per weight layer; `layer_factor` gives the exact value and gradient of one layer's
+    term as float64 (value, matrix factor)."""
+
+    options: SolverOptions
+
+    def layer_factor(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def factor_weights(self, model: nn.Module) -> list[torch.Tensor]:
+        layers = weight_layers(model)
+        if not layers:
+            raise ValueError(f"{self.name}: the model has no Linear or Conv2d layer")
+        return [layer.weight for _, layer in layers]
+
+    def exact_with_factors(self, weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        values, factors = [], []
+        for w in weights:
+            value, factor = self.layer_factor(as_matrix(w))
+            values.append(value)
+            factors.append(factor.reshape(w.shape).to(w.dtype))
+        return torch.stack(values).sum(), factors
+
+    def exact_penalty(self, model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
+        return _PerLayerPenalty.penalty(self, model, ctx)
+
+    @torch.no_grad()
+    def report(self, model: nn.Module) -> dict[str, float]:
+        out = _PerLayerPenalty.report(self, model)
+        return out | self.amortized_report(model, out["penalty"])
+
+
 @REGULARIZERS.register("nuclear_norm")
-class NuclearNorm(_PerLayerPenalty):
+class NuclearNorm(_AmortizedPerLayer):
     """R = c * sum_l sum_i sigma_i(M_l), c = 2 with graph_energy_convention else 1."""
 
     Options = NuclearNormOptions
@@ -123,9 +169,14 @@ class NuclearNorm(_PerLayerPenalty):
         value = nuclear_norm(weight, self.options.solver)
         return 2.0 * value if self.options.graph_energy_convention else value
 
+    def layer_factor(self, matrix):
+        value, q = nuclear_norm_and_factor(matrix, self.options.solver)
+        c = 2.0 if self.options.graph_energy_convention else 1.0
+        return c * value, c * q
+
 
 @REGULARIZERS.register("spectral_energy")
-class SpectralEnergy(_PerLayerPenalty):
+class SpectralEnergy(_AmortizedPerLayer):
     """Study 2's ``layerwise``: sum_l of |eig| of the symmetric part (square M_l) or of the
     singular values (rectangular M_l). See the module docstring for why it mixes the two."""
 
@@ -134,3 +185,8 @@ class SpectralEnergy(_PerLayerPenalty):
 
     def per_layer(self, weight):
         return layerwise_spectral_energy(weight, self.options.solver)
+
+    def layer_factor(self, matrix):
+        if matrix.shape[0] == matrix.shape[1]:
+            return symmetric_part_energy_and_factor(matrix)
+        return nuclear_norm_and_factor(matrix, self.options.solver)
