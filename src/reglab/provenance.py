@@ -1,4 +1,5 @@
-"""What computed a run: reglab's compute version, the training path, device, dtype and torch.
+"""What computed a run: reglab's compute version, the training path, device, dtype, precision,
+whether algorithms were deterministic, and torch.
 
 Every start of training (a fresh run or a resume) appends one *segment* to the run's record
 (``trained_by`` in its checkpoints and summary), so a run resumed on another path or machine
@@ -25,14 +26,26 @@ ONE_BY_ONE = "one-by-one"
 VECTORIZED = "vectorized"
 
 
-def segment(path: str, device: torch.device | str, dtype: torch.dtype, from_step: int, group_size: int = 1) -> dict:
-    """The record of one start of training."""
+def segment(
+    path: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    from_step: int,
+    group_size: int = 1,
+    precision: str = "fp32",
+    deterministic: bool = False,
+) -> dict:
+    """The record of one start of training. `dtype` is the parameters' (the master weights');
+    `precision` the training forward's (train.precision: bf16 under autocast); `deterministic`
+    whether torch ran deterministic algorithms (train.deterministic, or the process's setting)."""
     return {
         "path": path,
         "group_size": group_size,
         "from_step": from_step,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
+        "precision": precision,
+        "deterministic": deterministic,
         # CPU results depend on the thread count (it changes the order of float reductions).
         "threads": torch.get_num_threads(),
         "torch": str(torch.__version__),  # TorchVersion, a str subclass that weights_only refuses

@@ -1,12 +1,14 @@
-"""Seeds, device selection, and the process's memory allocator."""
+"""Seeds, device selection, deterministic algorithms, and the process's memory allocator."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
 import random
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -59,6 +61,51 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device", "mps requested but not available", ["auto", "cpu"])
     return torch.device(name)
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+"""The CUBLAS_WORKSPACE_CONFIG that makes cuBLAS deterministic (one of the two values torch accepts)."""
+
+
+def request_deterministic_cublas(device: torch.device) -> None:
+    """Set CUBLAS_WORKSPACE_CONFIG (unless already set) for a deterministic run on CUDA. cuBLAS
+    reads it when it creates a handle, on a process's first matrix product on a device, so this
+    is called when the run is prepared, before it computes anything; a process that used cuBLAS
+    before keeps its handles (for full effect set the variable before starting Python)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device) -> Iterator[None]:
+    """train.deterministic: inside the block, torch.use_deterministic_algorithms(True) (an
+    operation without a deterministic implementation raises, warn_only=False), cuDNN deterministic
+    and not benchmarking, CUBLAS_WORKSPACE_CONFIG on CUDA; the previous settings come back after
+    it (a sweep's next run in the process trains with its own). With `enabled` False nothing is
+    touched: the process's own settings apply."""
+    if not enabled:
+        yield
+        return
+    request_deterministic_cublas(device)
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.deterministic, cudnn.benchmark = saved[2], saved[3]
+
+
+def deterministic_now() -> bool:
+    """Whether torch runs with deterministic algorithms now (what a run's provenance records)."""
+    return torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)

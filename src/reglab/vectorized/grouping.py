@@ -18,13 +18,17 @@ A run falls back to one-by-one training (`train.run`) when (first reason that ap
 - label noise drawn from the run seed (data.noise_seed unset) when grouped with other seeds is
   handled by the key (such runs group only with runs of the same seed), not as a fallback;
 - monitors (analysis.monitors): measured by the one-by-one trainer only;
+- train.precision bf16: torch.autocast does not reach inside torch.func.vmap (measured on a CPU:
+  the vmapped forward stays float32), so a group would silently train in float32;
+- train.channels_last: a group's stacked convolution weights are 5-D ([M, out, in, kh, kw]),
+  for which channels-last has no meaning;
 - (auto only) more than `MAX_PARAMS` parameters: the gain of vmap on CPU comes from fusing many
   small matrix products; for models this big one model already keeps the cores busy (see
   bench/bench_vectorized.py);
-- (auto only) convolutions on a CPU: vmap turns a convolution with per-model weights into one
-  grouped convolution, which on a CPU is slower per model than the models one after another
-  (about 2x for study 3's ConvNet and HarderNet; bench/bench_vectorized.py part (d) measures
-  it). On a GPU they group;
+- (auto only) convolutions, on every device until measured to pay there
+  (`CONVOLUTIONS_VECTORIZE`): vmap turns a convolution with per-model weights into one grouped
+  convolution, which on a CPU is slower per model than the models one after another (about 2x
+  for study 3's ConvNet and HarderNet); on a GPU it has not been measured;
 - its group has a single run (nothing to share).
 
 `--vectorize on` (plan_groups(..., auto=False)) keeps only the reasons that make grouping
@@ -45,6 +49,14 @@ parameters takes about 3/4 of the time alone per model, one of ~800k no less tha
 
 MAX_GROUP = 64
 """Largest group; bigger sets of compatible runs are split into groups of at most this size."""
+
+CONVOLUTIONS_VECTORIZE: dict[str, bool] = {"cpu": False, "cuda": False, "mps": False}
+"""Whether `auto` groups models with convolutions, per device type (a device type not listed:
+no). cpu: measured no, grouped convolutions are 1.7-2.3x slower per model than one by one
+(ARCHITECTURE.md, Decisions). cuda: not measured yet, so no: a group is a win on a GPU only if
+cuDNN's grouped convolution of M models beats M launches of the plain one, which depends on the
+model's channel counts and the batch; a GPU benchmark of study 3's ConvNet and HarderNet, group
+vs one by one per model, flips this to True where the group is faster. mps: not measured."""
 
 
 def vectorizes(name: str) -> bool:
@@ -107,10 +119,19 @@ def _has_conv(built) -> bool:
     return built is not None and any(isinstance(m, nn.Conv2d) for m in built.modules())
 
 
-def _runs_on_cpu(cfg: RunConfig) -> bool:
+def device_type(cfg: RunConfig, device: str | None = None) -> str:
+    """The device type the run trains on: `device` when given (a planner that knows where the
+    runs will go, or a test), else the config's device, `auto` resolved as reglab.runtime does
+    (cuda, then mps, then cpu) without raising for an absent one."""
     import torch
 
-    return cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    name = device if device is not None else cfg.device
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    return name.split(":")[0]
 
 
 def _meta_model(cfg: RunConfig):
@@ -136,9 +157,11 @@ def _meta_model(cfg: RunConfig):
         return None
 
 
-def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool = True) -> str | None:
+def why_not_vectorized(
+    cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool = True, device: str | None = None
+) -> str | None:
     """The reason this run cannot (or, with `auto`, should not) join a vectorized group, or None
-    when it can."""
+    when it can. `device`: where it will train (default: the config's device, see device_type)."""
     if cfg.model.batch_norm:
         return "model.batch_norm: batch norm keeps running statistics (buffers), not carried per model in a group"
     if cfg.train.early_stopping.patience is not None:
@@ -155,6 +178,9 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool 
             return f"regularizers.{i}: {r.name} does not vectorize ({why})"
     if cfg.analysis.monitors:
         return "analysis.monitors: monitors are measured by the one-by-one trainer only"
+    impossible = why_not_group_step(cfg)
+    if impossible is not None:
+        return impossible
     if not auto:
         return None
     built = _meta_model(cfg)  # once for both rules below
@@ -166,20 +192,44 @@ def why_not_vectorized(cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool 
             f"model: {n:,} parameters > {max_params:,}; "
             "vectorizing gains nothing on models this large (--vectorize on forces it)"
         )
-    if _runs_on_cpu(cfg) and _has_conv(built):
+    kind = device_type(cfg, device)
+    if _has_conv(built) and not CONVOLUTIONS_VECTORIZE.get(kind, False):
+        if kind == "cpu":
+            return (
+                f"model: {cfg.model.name} has convolutions, which vectorize into grouped convolutions, slower than "
+                "one by one on a CPU (--vectorize on forces it)"
+            )
         return (
-            f"model: {cfg.model.name} has convolutions, which vectorize into grouped convolutions, slower than "
-            "one by one on a CPU (--vectorize on forces it)"
+            f"model: {cfg.model.name} has convolutions, which vectorize into grouped convolutions, not yet "
+            f"measured to pay on {kind} (--vectorize on forces it)"
         )
     return None
 
 
+def why_not_group_step(cfg: RunConfig) -> str | None:
+    """The train.* settings the group step cannot honour (GroupStep refuses them too)."""
+    if cfg.train.precision != "fp32":
+        return (
+            f"train.precision: {cfg.train.precision} autocast does not reach inside torch.func.vmap "
+            "(the group would train in float32)"
+        )
+    if cfg.train.channels_last:
+        return "train.channels_last: a group's stacked convolution weights are 5-D, with no channels-last layout"
+    return None
+
+
 def plan_groups(
-    runs: list, min_group: int = 2, max_group: int = MAX_GROUP, max_params: int = MAX_PARAMS, auto: bool = True
+    runs: list,
+    min_group: int = 2,
+    max_group: int = MAX_GROUP,
+    max_params: int = MAX_PARAMS,
+    auto: bool = True,
+    device: str | None = None,
 ) -> tuple[list[list], list[tuple]]:
     """Split planned runs (sweep.grid.PlannedRun, or anything with a `.config`) into vectorized
     groups and runs that train one by one. `auto` adds the rules that only say grouping would
-    not pay (size, convolutions on a CPU); without it only impossibilities remain.
+    not pay (size, convolutions where not measured to pay); without it only impossibilities
+    remain. `device`: where the runs will train (default: each config's device).
 
     Returns (groups, singles): groups are lists of >= min_group runs sharing `group_key`, at most
     max_group each (bigger sets are split evenly); singles are (run, reason) pairs. The order of
@@ -188,7 +238,7 @@ def plan_groups(
     singles: list[tuple] = []
     buckets: dict[str, list] = {}
     for r in runs:
-        why = why_not_vectorized(r.config, max_params, auto)
+        why = why_not_vectorized(r.config, max_params, auto, device)
         if why is not None:
             singles.append((r, why))
             continue
