@@ -11,18 +11,21 @@ from click.testing import CliRunner
 from reglab.aggregate import aggregate_seeds
 from reglab.config import canonical_dict, merge
 from reglab.report_table import format_mean_ci
-from reglab.reproduce import PRESET_DIR, SCALES, STUDIES, load_preset, preset_path, setting_label
+from reglab.reproduce import PRESET_DIR, SCALES, STUDIES, has_preset, load_preset, preset_path, setting_label
+from reglab.reproduce_tune import stage_labels
 from reglab.results import _flatten
 from reglab.sweep import expand
 from reglab.verdicts import parse_claims
 
+PRESETS = [(study, scale) for study in STUDIES for scale in SCALES if has_preset(study, scale)]
 
-@pytest.mark.parametrize("study", STUDIES)
-@pytest.mark.parametrize("scale", SCALES)
+
+@pytest.mark.parametrize(("study", "scale"), PRESETS)
 def test_preset_expands_and_claim_names_existing_settings(study, scale):
     spec, meta = load_preset(preset_path(study, scale))
     runs = expand(spec)
     labels = {setting_label(_flatten(canonical_dict(r.config)), meta["setting"]) for r in runs}
+    labels |= set(stage_labels(meta))  # the settings a tune stage adds (reglab.reproduce_tune)
     for claim in parse_claims(meta):
         named = {*claim.a, *claim.b, *(x for x in (claim.a_minus, claim.b_minus) if x is not None)}
         assert named <= labels, (claim.id, named - labels, sorted(labels))
@@ -178,8 +181,7 @@ def _paper_settings(study: str, scale: str = "paper") -> list:
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("scale", ["cpu", "paper"])
-@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize(("study", "scale"), [(s, c) for s, c in PRESETS if c in ("cpu", "paper")])
 def test_every_setting_of_the_paper_presets_starts_and_finishes(study, scale, real_data_dir, real_cifar_dir, tmp_path):
     import os
 

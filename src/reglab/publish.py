@@ -225,8 +225,10 @@ def publish(
     runs: pd.DataFrame,
     table: pd.DataFrame,
     verdicts: list[Verdict],
+    sections: list[str] | None = None,
 ) -> Path:
-    """Write the page of one study at one scale (see the module docstring); returns its path."""
+    """Write the page of one study at one scale (see the module docstring); returns its path.
+    `sections`: Markdown lines set after the settings table (the tune stage's budget table)."""
     out_dir = Path(out_dir)
     fig_dir = out_dir / name
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +262,7 @@ def publish(
         "",
         markdown_table(table),
         "",
+        *(sections or []),
         "## Figures",
         "",
         *(f"![{cap}]({name}/{file})\n\n*{cap}.*\n" for cap, file in figures),

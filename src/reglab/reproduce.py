@@ -24,7 +24,8 @@ top-level block, `reproduce:`, that says how to read the results:
                                         #   the claim is about
 
 Verdicts (reproduced, contradicted, inconclusive, not testable at this budget) are defined in
-reglab.verdicts. A single `claim:` mapping (the older form) is read as a list of one.
+reglab.verdicts. A single `claim:` mapping (the older form) is read as a list of one. A `tune:`
+block adds a setting searched with `reglab tune` within the budget of one run (reglab.reproduce_tune).
 """
 
 from __future__ import annotations
@@ -41,13 +42,21 @@ from .derived import derive
 from .errors import ConfigError
 from .publish import markdown_table, publish
 from .report_table import format_mean_ci, format_mean_ci_sig, number
+from .reproduce_tune import parse_stage, plan, run_stage
 from .verdicts import Verdict, judge_all, parse_claims
 
 PRESET_DIR = Path(__file__).parent / "presets"
-STUDIES = ("multiplicative", "energy", "autol2", "pathprox")
+STUDIES = ("multiplicative", "energy", "autol2", "pathprox", "autol2tune")
 SCALES = ("quick", "cpu", "paper")
 SAME_AS = {("energy", "cpu"): "paper"}
 """Scales whose preset is another's: study 2's paper budget (10 epochs of MNIST) fits a CPU."""
+SCALES_OF = {"autol2tune": ("quick", "cpu")}
+"""Studies with presets at some scales only (study 3 at equal budget: its search at the paper's
+200 epochs a run is left to a copy of the cpu preset)."""
+
+
+def has_preset(study: str, scale: str) -> bool:
+    return scale in SCALES_OF.get(study, SCALES)
 
 
 def preset_path(study: str, scale: str) -> Path:
@@ -55,6 +64,8 @@ def preset_path(study: str, scale: str) -> Path:
         raise ConfigError("STUDY", f"unknown study {study!r}", STUDIES)
     if scale not in SCALES:
         raise ConfigError("--scale", f"unknown scale {scale!r}", SCALES)
+    if not has_preset(study, scale):
+        raise ConfigError("--scale", f"{study} has no {scale} preset", SCALES_OF[study])
     return PRESET_DIR / f"{study}_{SAME_AS.get((study, scale), scale)}.yaml"
 
 
@@ -64,6 +75,7 @@ def load_preset(path: Path) -> tuple[dict, dict]:
     if not isinstance(meta, dict) or "setting" not in meta or not ("claims" in meta or "claim" in meta):
         raise ConfigError("reproduce", f"{path} needs a reproduce: block with setting, metrics and claims")
     parse_claims(meta)  # a malformed claim stops here, before any run
+    parse_stage(meta)  # and a malformed tune block
     return spec, meta
 
 
@@ -100,8 +112,11 @@ def setting_label(row: dict, template: str) -> str:
 
 
 def label_runs(df: pd.DataFrame, template: str) -> pd.DataFrame:
+    """Each run's setting: its `label` where it has one (the tune stage's), else the template's."""
     df = df.copy()
-    df["setting"] = [setting_label(r, template) for r in df.to_dict("records")]
+    df["setting"] = [
+        r["label"] if isinstance(r.get("label"), str) else setting_label(r, template) for r in df.to_dict("records")
+    ]
     return df
 
 
@@ -178,6 +193,9 @@ def summary_table(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFr
     ok = df[df["status"].isin(["done", "diverged"])]
     agg = aggregate_seeds(ok, metrics, by=["setting"])
     agg = _in_report_order(agg, ok)
+    if "label" in ok:  # the settings a tune stage labelled come after the preset's own
+        staged = agg["setting"].isin(set(ok.loc[ok["label"].notna(), "setting"]))
+        agg = pd.concat([agg[~staged], agg[staged]], ignore_index=True)
     agg.attrs["runs"] = ok
     counts = df.groupby("setting")["status"].value_counts().unstack(fill_value=0)
     table = pd.DataFrame({"setting": agg["setting"], "seeds": agg["n"]})
@@ -211,7 +229,7 @@ def reproduce(
     page (reglab.publish). Returns the exit status: 1 when a run failed or none finished."""
     from .report_table import print_table
     from .results import load_runs
-    from .store import atomic_write_bytes
+    from .store import atomic_write_bytes, atomic_write_json
     from .sweep import expand, run_sweep
     from .sweep.grid import with_overrides
     from .sweep.runner import preflight
@@ -225,6 +243,8 @@ def reproduce(
     runs = expand(spec)
     name = f"{study}-{SAME_AS.get((study, scale), scale)}"  # one page per preset: energy cpu is energy paper
     print(f"{meta.get('title', study)}: {len(runs)} runs ({path.name}) under {root}", flush=True)
+    stage = parse_stage(meta)  # the tune stage's searches are checked before anything trains
+    plans = plan(stage, spec, name, sorted({r.config.seed for r in runs}), data_dir) if stage else []
     failed = False
     if train:
         preflight(runs, data_dir)
@@ -232,7 +252,24 @@ def reproduce(
             name, root, spec, runs, executor=executor, jobs=jobs, data_dir=data_dir, live=live, vectorize=vectorize
         )
         failed = bool(res.failed)
-    df = load_runs(root, runs=[r.hash for r in runs])
+    tuned = None
+    if stage is not None:
+        tuned = run_stage(
+            stage,
+            plans,
+            name,
+            Path(root),
+            train=train,
+            jobs=jobs,
+            executor=executor,
+            data_dir=data_dir,
+            live=live,
+            vectorize=vectorize,
+        )
+        failed = failed or tuned.failed
+    df = load_runs(root, runs=[r.hash for r in runs] + (tuned.hashes() if tuned else []))
+    if tuned is not None and not df.empty:
+        df = tuned.annotate(df, Path(root))
     if not train and len(df) < len(runs):
         print(f"{len(runs) - len(df)} of {len(runs)} runs are not under {root}: the summary covers the others")
     if df.empty:
@@ -244,6 +281,10 @@ def reproduce(
     lines = [verdict_line(v) for v in verdicts]
     for line in lines:
         print("claim " + line)
+    budget = tuned.lines(agg.attrs["runs"], list(agg["setting"])) if tuned is not None else []
+    if tuned is not None:
+        print("\n".join(budget))
+        atomic_write_json(Path(root) / "sweeps" / f"{name}.tune.json", tuned.record())
     md = [
         f"# {meta.get('title', name)}",
         "",
@@ -251,10 +292,13 @@ def reproduce(
         "",
         *(f"- {line}" for line in lines),
         "",
+        *budget,
     ]
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.md", "\n".join(md).encode())
     atomic_write_bytes(Path(root) / "sweeps" / f"{name}.summary.csv", agg.to_csv(index=False).encode())
     if publish_dir is not None:
-        page = publish(Path(publish_dir), name, meta, path, command, Path(root), agg.attrs["runs"], table, verdicts)
+        page = publish(
+            Path(publish_dir), name, meta, path, command, Path(root), agg.attrs["runs"], table, verdicts, budget
+        )
         print(f"wrote {page}")
     return 1 if failed else 0
