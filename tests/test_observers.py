@@ -65,7 +65,7 @@ def test_a_stopping_observer_leaves_the_run_resumable(tmp_path):
     cfg = small_config(
         tmp_path / "r", "train.epochs=4", "train.log_every=1", "train.eval_every=1", "train.checkpoint_every=1"
     )
-    rec = Recorder(stop_after_evals=3)  # at start, epoch 1 (checkpointed), epoch 2
+    rec = Recorder(stop_after_evals=3)  # at start, epoch 1, epoch 2
     res = run(cfg, observers=[rec])
     assert res.status == "stopped" and rec.calls[-1] == "close" and "finish" not in rec.calls
     rd = RunDir(res.path)
@@ -73,7 +73,7 @@ def test_a_stopping_observer_leaves_the_run_resumable(tmp_path):
     # asked for again, it resumes from the last checkpoint and the observer is told where
     again = Recorder()
     res2 = run(cfg, observers=[again])
-    assert res2.status == "done" and again.starts == [8]  # epoch 1's checkpoint
+    assert res2.status == "done" and again.starts == [16]  # saved where it stopped, at epoch 2
     assert again.steps[0]["step"] == again.starts[0]
     uninterrupted = run(cfg.model_copy(update={"output": str(tmp_path / "u")}))
     assert _jsonl(RunDir(uninterrupted.path).steps_path) == _jsonl(rd.steps_path)

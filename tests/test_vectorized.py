@@ -106,6 +106,13 @@ CASES |= {
     # two terms, one with a prox step: both trainers apply prox and after-step hooks in one order
     "path_energy_then_pathprox": ("[{name: path_energy, lam: LAM}, {name: pathprox, lam: LAM}]", []),
     "pathprox_wd": ("[{name: pathprox, lam: LAM, algorithm: weight_decay}]", ["optim.momentum=0.9"]),
+    # amortized spectral penalties: the cached factors are per-model state, refreshed per model
+    # after the step (by the cadence, and early by each model's own weight change)
+    "nuclear_norm_refresh": ("[{name: nuclear_norm, lam: LAM, refresh_every: 3}]", ["optim.momentum=0.9"]),
+    "spectral_energy_refresh_tol": (
+        "[{name: spectral_energy, lam: LAM, refresh_every: 5, refresh_tol: 0.03}]",
+        ["model.widths=[20,32,32,4]"],
+    ),
 }
 
 

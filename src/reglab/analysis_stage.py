@@ -9,14 +9,21 @@ state is checkpointed before, so a run killed here resumes straight into this st
 from __future__ import annotations
 
 from .build import Setup
+from .runtime import deterministic_algorithms
 from .store import RunDir
 
 
 def analyze_trained(setup: Setup, rd: RunDir, summary: dict) -> None:
     """Write analysis/ (and analysis/landscape/) for a finished run and merge the analysis's
-    scalars into summary["final"]. Runs that did not finish ("diverged") are left as they are."""
+    scalars into summary["final"]. Runs that did not finish ("diverged") are left as they are.
+    Under train.deterministic with deterministic algorithms, as training."""
     if summary["status"] != "done":
         return
+    with deterministic_algorithms(setup.cfg.train.deterministic, setup.device):
+        _analyze(setup, rd, summary)
+
+
+def _analyze(setup: Setup, rd: RunDir, summary: dict) -> None:
     from .analysis import analyze_final
 
     ac = setup.cfg.analysis

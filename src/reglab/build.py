@@ -9,7 +9,10 @@ of finished runs (reglab.landscape) all build through it; it imports none of the
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,7 +26,7 @@ from .evaluation import LossFn, make_loss_fn
 from .optim import build_lr_schedule, build_optimizer
 from .regularization import Regularization, Term
 from .regularizers import Regularizer, build_regularizer
-from .runtime import keep_freed_memory, resolve_device, seed_everything
+from .runtime import keep_freed_memory, request_deterministic_cublas, resolve_device, seed_everything
 from .schedules import build_schedule
 
 if TYPE_CHECKING:  # reglab.data is imported when a run is prepared, not with this module
@@ -57,6 +60,26 @@ class Setup:
         """The monitors that follow every step (their measurements accumulate: path energy)."""
         return [reg for _, reg in self.monitors if reg.follows_steps]
 
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether the training forward runs under autocast (train.precision bf16)."""
+        return self.cfg.train.precision == "bf16"
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """Where the training step's forward pass and data loss run: torch.autocast(bfloat16)
+        for train.precision bf16, else nothing. Penalties, the optimizer step and evaluations
+        stay outside it, in the parameters' float32."""
+        if self.mixed_precision:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def as_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory format the model takes (channels-last images for
+        train.channels_last; the tensor itself when it already is)."""
+        if self.cfg.train.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
 
 def prepare(cfg: RunConfig, data_dir: str | None = None, data: TaskData | None = None) -> Setup:
     """Build everything a run needs, in memory. User errors surface here, before any file.
@@ -69,6 +92,10 @@ def prepare(cfg: RunConfig, data_dir: str | None = None, data: TaskData | None =
 
     keep_freed_memory()
     device = resolve_device(cfg.device)
+    if cfg.train.deterministic:
+        request_deterministic_cublas(device)  # before the run's first matrix product
+    if cfg.train.precision == "bf16":
+        _check_autocast(device)
     seed_everything(cfg.seed)
     if data is None:
         location = data_dir_for(cfg.data.dataset, cfg.data.dir or data_dir)
@@ -76,6 +103,8 @@ def prepare(cfg: RunConfig, data_dir: str | None = None, data: TaskData | None =
     check_model_size(cfg.model, data.input_shape, data.num_outputs, device)
     seed_everything(cfg.seed)  # the model's init does not depend on how much data loading drew
     model = build_model(cfg.model, data.input_shape, data.num_outputs).to(device)
+    if cfg.train.channels_last:
+        model, data = _channels_last(cfg, model, data)
     optimizer = build_optimizer(cfg.optim, model)
 
     n = data.x_train.shape[0]
@@ -145,3 +174,36 @@ def prepare(cfg: RunConfig, data_dir: str | None = None, data: TaskData | None =
         aug_gen,
         monitors,
     )
+
+
+def _check_autocast(device: torch.device) -> None:
+    """train.precision bf16 needs autocast to bfloat16 on the run's device; torch would otherwise
+    switch it off with a warning (or raise on a GPU without bfloat16) and train in float32."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ctx = torch.autocast(device.type, dtype=torch.bfloat16)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError("train.precision", f"bf16 is not available on {device}: {e}", ["fp32"]) from None
+    if not getattr(ctx, "_enabled", True) or caught:
+        why = str(caught[0].message) if caught else "autocast disabled"
+        raise ConfigError("train.precision", f"bf16 is not available on {device}: {why}", ["fp32"])
+
+
+def _channels_last(cfg: RunConfig, model: nn.Module, data: TaskData) -> tuple[nn.Module, TaskData]:
+    """The model's 4-D weights and the image tensors in channels-last memory format (a new
+    TaskData: given data may be shared). Refused for models without 2-D convolutions, where it
+    would change nothing but the run's hash."""
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise ConfigError(
+            "train.channels_last",
+            f"model {cfg.model.name} has no 2-D convolutions; channels-last changes only the memory "
+            "layout of convolution weights and image batches; leave it false",
+        )
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    images = {
+        k: getattr(data, k).contiguous(memory_format=torch.channels_last)
+        for k in ("x_train", "x_val", "x_test")
+        if getattr(data, k) is not None and getattr(data, k).dim() == 4
+    }
+    return model, dataclasses.replace(data, **images)

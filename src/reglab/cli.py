@@ -79,6 +79,20 @@ def cli() -> None:
     warnings.showwarning = _show_warning
 
 
+def _tracker_options(command):
+    """--tensorboard, --wandb PROJECT, --mlflow, --mlflow-uri URI: switch the config's trackers
+    on (its `logging:` block; reglab.tracking). The command gets them as keyword arguments."""
+    options = [
+        click.option("--tensorboard", is_flag=True, help="Log to TensorBoard (event files in RUN/tensorboard/)."),
+        click.option("--wandb", default=None, metavar="PROJECT", help="Log to this W&B project (offline by default)."),
+        click.option("--mlflow", is_flag=True, help="Log to MLflow (default store: sqlite ROOT/mlflow.db)."),
+        click.option("--mlflow-uri", default=None, metavar="URI", help="Log to MLflow at this tracking URI."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--data-dir", default=None, help="Dataset directory (default: $REGLAB_DATA, then ~/.cache/reglab/data).")
@@ -90,18 +104,26 @@ def cli() -> None:
     default=None,
     help="Train the config of this run directory again (e.g. into another --output, to reproduce it).",
 )
+@_tracker_options
 def train(
-    args: tuple[str, ...], data_dir: str | None, output: str | None, progress: bool | None, from_run: str | None
+    args: tuple[str, ...],
+    data_dir: str | None,
+    output: str | None,
+    progress: bool | None,
+    from_run: str | None,
+    **trackers,
 ) -> None:
     """Train one run: reglab train [CONFIG.yaml] [key=value ...]
 
     Nested keys use dots (optim.lr=0.1, model.widths=[784,128,10], regularizers.0.lam=1e-3).
     """
     from .config import merge, parse_overrides
+    from .tracking import switch_overrides
     from .train import run
     from .validation import load_config, validate
 
     path, overrides = _split_args(args)
+    overrides += switch_overrides(**trackers)
     if output is not None:
         overrides.append(f"output={output}")
     if data_dir is not None:
@@ -181,7 +203,10 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     "--slurm",
     "slurm_opts",
     multiple=True,
-    help="SLURM parameter KEY=VALUE (partition, time, gpus_per_node, cpus_per_task, mem_gb, account, qos).",
+    help=(
+        "SLURM option KEY=VALUE, repeatable; implies --executor slurm (partition, time, cpus_per_task, mem_gb, "
+        "gpus, account, qos, array_parallelism, signal_delay_s, max_requeues, job_name, setup, sbatch_args)."
+    ),
 )
 @click.option("--data-dir", default=None, help="Dataset directory.")
 @click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
@@ -197,11 +222,14 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     default="auto",
     show_default=True,
     help=(
-        "Train groups of small compatible runs together with vmap (auto: small models, on a CPU only those "
+        "Train groups of small compatible runs together with vmap (auto: small models, only those "
         "without convolutions; the plan is printed)."
     ),
 )
-def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run, rerun_stale, vectorize) -> None:
+@_tracker_options
+def sweep(
+    args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_run, rerun_stale, vectorize, **trackers
+) -> None:
     """Run a grid: reglab sweep CONFIG.yaml [key=a,b,c ...]
 
     Any value given as a list in the YAML, or as key=a,b,c here, is an axis; the sweep runs the
@@ -211,19 +239,16 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     from .config import check_name, name_from
     from .sweep import build_spec, expand, run_sweep
     from .sweep.executors import default_jobs
+    from .tracking import switch_overrides
 
     path, overrides = _split_args(args)
+    overrides += switch_overrides(**trackers)
     if seeds is not None:
         overrides.append("seed=" + ",".join(str(i) for i in range(seeds)) + ("," if seeds == 1 else ""))
     spec = build_spec(path, [o for o in overrides])
     if seeds == 1:
         spec["seed"] = 0
-    slurm = dict(spec.pop("slurm", None) or {})
-    for item in slurm_opts:
-        k, _, v = item.partition("=")
-        from .config import parse_value
-
-        slurm[k.strip()] = parse_value(v)
+    slurm, executor = _slurm_request(spec.pop("slurm", None), slurm_opts, executor)
     if output is not None:
         spec["output"] = output
     if data_dir is not None:
@@ -252,7 +277,8 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
         for r, shown in zip(runs, _differences(runs)):
             click.echo(f"  {r.hash}  " + "  ".join(f"{k}={v}" for k, v in shown.items()))
         return
-    jobs = jobs or default_jobs()
+    # on SLURM, -j limits the array's concurrency only when given
+    jobs = jobs or (0 if executor in ("slurm", "submitit_local") else default_jobs())
     executor = executor or ("process" if jobs > 1 and len(runs) > 1 else "inline")
     res = run_sweep(
         sweep_name,
@@ -274,7 +300,62 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("study", type=click.Choice(["multiplicative", "energy", "autol2", "pathprox"]))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials to reach (tune.trials).")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes, or worker jobs."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "slurm", "submitit_local"]),
+    default=None,
+    help="local (this process, or -j processes; the default), slurm (-j worker jobs) or submitit_local.",
+)
+@click.option(
+    "--slurm", "slurm_opts", multiple=True, help="SLURM option KEY=VALUE as for sweep; implies --executor slurm."
+)
+@click.option(
+    "--storage",
+    default=None,
+    help="SQLAlchemy URL or journal:FILE (default: sqlite ROOT/tune/STUDY.db; on SLURM ROOT/tune/STUDY.journal).",
+)
+@click.option("--output", "-o", default=None, help="Results root (default: the config's output, 'runs').")
+@click.option("--data-dir", default=None, help="Dataset directory.")
+@click.option("--show", is_flag=True, help="Print the trials and the best configuration; train nothing.")
+@click.option("--plot", "plot_path", default=None, help="Write FILE.png: the metric against each searched key.")
+def tune(args, trials, jobs, executor, slurm_opts, storage, output, data_dir, show, plot_path) -> None:
+    """Search hyperparameters with Optuna: reglab tune CONFIG.yaml [key=value ...]
+
+    CONFIG is a run config with a tune: block (search space, validation metric, trials,
+    sampler, pruner). Each trial is an ordinary run under the results root; the study is
+    stored and continued when the command is run again. Needs pip install 'reglab[tune]'.
+    """
+    from .tune import tune_command
+
+    path, overrides = _split_args(args)
+    if trials is not None:
+        overrides.append(f"tune.trials={trials}")
+    opts = {"jobs": jobs, "storage": storage, "output": output, "data_dir": data_dir}
+    opts |= {"executor": executor, "slurm": slurm_opts}
+    sys.exit(tune_command(path, overrides, **opts, show=show, plot=plot_path))
+
+
+def _slurm_request(block: object, items: tuple[str, ...], executor: str | None) -> tuple[dict, str | None]:
+    """The sweep's SLURM options (the YAML's `slurm:` block, then --slurm KEY=VALUE), checked
+    now so a mistake stops before the preflight; --slurm without --executor means slurm."""
+    from .errors import ConfigError
+    from .sweep.slurm_options import slurm_request
+
+    slurm = slurm_request(block, items)
+    if items:
+        if executor not in (None, "slurm", "submitit_local"):
+            raise ConfigError("--slurm", f"needs --executor slurm (not {executor})", ["slurm", "submitit_local"])
+        executor = executor or "slurm"
+    return slurm, executor
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("study", type=click.Choice(["multiplicative", "energy", "autol2", "pathprox", "autol2tune"]))
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option(
     "--scale",
@@ -306,18 +387,23 @@ def sweep(args, jobs, executor, name, seeds, slurm_opts, data_dir, output, dry_r
     is_flag=True,
     help="Train nothing: judge (and publish) from the runs already under the results root.",
 )
-def reproduce(study, overrides, scale, jobs, executor, data_dir, output, vectorize, publish_dir, no_train) -> None:
+@_tracker_options
+def reproduce(
+    study, overrides, scale, jobs, executor, data_dir, output, vectorize, publish_dir, no_train, **trackers
+) -> None:
     """Rerun one of the four seed studies and judge its claims: reglab reproduce STUDY
 
     The presets are YAML files (src/reglab/presets/STUDY_SCALE.yaml) to copy and edit; extra
-    key=value arguments override them (key=a,b adds an axis).
+    key=value arguments override them (key=a,b adds an axis). autol2tune (quick, cpu) asks study
+    3's question at an equal budget: a fixed lambda searched with reglab tune against AutoL2.
     """
     import shlex
 
     from .reproduce import reproduce as run_reproduction
     from .sweep.executors import default_jobs
+    from .tracking import switch_overrides
 
-    jobs = jobs or default_jobs()
+    jobs = jobs or (0 if executor in ("slurm", "submitit_local") else default_jobs())  # 0: no array limit
     executor = executor or ("process" if jobs > 1 else "inline")
     # The page shows the command that trains the runs: as invoked, without the publishing options.
     argv = sys.argv[1:] if sys.argv[1:2] == ["reproduce"] else []
@@ -340,7 +426,7 @@ def reproduce(study, overrides, scale, jobs, executor, data_dir, output, vectori
         jobs,
         executor,
         data_dir,
-        list(overrides),
+        [*overrides, *switch_overrides(**trackers)],
         vectorize=vectorize,
         publish_dir=Path(publish_dir) if publish_dir else None,
         command=command or f"reglab reproduce {study} --scale {scale}",

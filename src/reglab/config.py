@@ -224,6 +224,16 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     abort: AbortConfig | None = None
     """Early-abort rules (study 1); None: none."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the forward pass and the data loss run under torch.autocast(bfloat16); the master
+    weights, optimizer state, penalties and evaluations stay float32. Not with penalties that use
+    the training batch (gradient_norm, jacobian_nuclear); trains one by one, not in groups."""
+    channels_last: bool = False
+    """Convolutional models only: weights and input batches in channels-last memory format (the
+    layout GPU convolution kernels prefer); the same numbers within float tolerance."""
+    deterministic: bool = False
+    """While the run trains: torch.use_deterministic_algorithms(True), cuDNN deterministic without
+    benchmarking, CUBLAS_WORKSPACE_CONFIG on CUDA; recorded in the run's trained_by."""
     progress: bool = True
 
     @model_validator(mode="after")
@@ -328,6 +338,39 @@ class AnalysisConfig(_Strict):
         return v
 
 
+class WandbConfig(_Strict):
+    """Weights & Biases (the `[wandb]` extra); see reglab.tracking.wandb."""
+
+    enabled: bool = True
+    project: str = "reglab"
+    entity: str | None = None
+    mode: Literal["offline", "online"] = "offline"
+    """offline: everything stays in files (upload later with `wandb sync`); online: live."""
+    dir: str | None = None
+    """Where W&B keeps its files (it adds wandb/); None: the run directory."""
+
+
+class MLflowConfig(_Strict):
+    """MLflow (the `[mlflow]` extra); see reglab.tracking.mlflow."""
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    """None: sqlite:///<results root>/mlflow.db, one store for every run under the root."""
+    experiment: str | None = None
+    """None: the config's name (the sweep's name)."""
+
+
+class LoggingConfig(_Strict):
+    """Experiment trackers that see each run's rows as they are written (reglab.tracking). Not
+    part of a run's identity: switching one on or off never changes a hash. Each block has
+    `enabled` (default true), so `--mlflow` can switch a block on without replacing it."""
+
+    tensorboard: bool = False
+    """Event files in <run>/tensorboard/."""
+    wandb: WandbConfig | None = None
+    mlflow: MLflowConfig | None = None
+
+
 class RunConfig(_Strict):
     name: str = "run"
     """A label for the run or sweep; not part of the run's identity."""
@@ -343,6 +386,8 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     regularizers: list[RegularizerConfig] = Field(default_factory=list)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """Trackers (TensorBoard, W&B, MLflow); not part of the run's identity."""
 
     @field_validator("name")
     @classmethod
@@ -381,6 +426,7 @@ NON_IDENTITY_FIELDS: tuple[str, ...] = (
     "data.dir",
     "train.progress",
     "train.keep_checkpoints",
+    "logging",
 )
 
 # Fields added since 0.1.0 -> the value that reproduces 0.1.0's computation.
@@ -388,6 +434,9 @@ IDENTITY_DEFAULTS: dict[str, Any] = {
     "analysis.monitors": [],
     "lr_schedule.milestone_fractions": [],
     "train.abort": None,
+    "train.precision": "fp32",
+    "train.channels_last": False,
+    "train.deterministic": False,
 }
 
 _ABSENT = object()

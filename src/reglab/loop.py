@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from .evaluation import correct
+from .observers import StopTraining
 from .provenance import ONE_BY_ONE
 from .regularizers import StepContext
+from .runtime import deterministic_algorithms
 from .store import sync_to_disk
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ class StepResult:
     """What one step of M runs (M = 1 one by one) leaves for the bookkeeping."""
 
     data_loss: torch.Tensor
-    """[M]: each run's data loss on its batch (detached), in the model's precision."""
+    """[M]: each run's data loss on its batch (detached), in the model's precision (float32
+    under train.precision bf16 too: the loss is cast up before the penalties join it)."""
     log_values: torch.Tensor
     """[M, K] float: data loss, total loss, then each penalty term's R (the log row's values)."""
     outputs: list[torch.Tensor]
@@ -70,7 +73,12 @@ class Stepper(Protocol):
 
 class OneModelStep:
     """The step of one run: forward, data loss, + sum of lam * R, backward, the regularization's
-    hooks around the optimizer step (reglab.regularization), monitors that follow steps."""
+    hooks around the optimizer step (reglab.regularization), monitors that follow steps.
+
+    train.precision bf16: only the forward and the data loss run under autocast (Setup's
+    forward_context); the loss is cast to float32, the penalties are computed outside autocast
+    on the float32 weights, and backward, optimizer and hooks see float32 parameters and
+    gradients. train.channels_last: each batch is made channels-last (Setup.as_input)."""
 
     path = ONE_BY_ONE
 
@@ -89,14 +97,20 @@ class OneModelStep:
         x, y = s.data.x_train[idx], s.data.y_train[idx]
         if s.data.augment is not None:
             x = s.data.augment(x, s.aug_gen)
-        return self.train_on(x, y, step, epoch)
+        return self.train_on(s.as_input(x), y, step, epoch)
 
     def train_on(self, x: torch.Tensor, y: torch.Tensor, step: int, epoch: int) -> StepResult:
         """The step on the batch (x, y)."""
         s, reg = self.s, self.s.regularization
         model, opt = s.model, s.optimizer
-        out = model(x)
-        data_loss = s.loss_fn(out, y)
+        if s.mixed_precision:
+            with s.forward_context():
+                out = model(x)
+                data_loss = s.loss_fn(out, y)
+            data_loss = data_loss.float()
+        else:
+            out = model(x)
+            data_loss = s.loss_fn(out, y)
         ctx = StepContext(step, x, y, out, data_loss, s.loss_fn, epoch=epoch) if len(reg) else None
         values, weighted = reg.penalties(model, ctx) if ctx is not None else ([], [])
         total = data_loss
@@ -150,11 +164,18 @@ def step_lr_schedule(sched) -> None:
         sched.step()
 
 
-def train_runs(  # noqa: C901 -- the loop, read top to bottom; each branch is one line of the docstring
-    trainers: list[Trainer], stepper: Stepper, resumed: list[bool], progress: bool = False
-) -> list[dict]:
+def train_runs(trainers: list[Trainer], stepper: Stepper, resumed: list[bool], progress: bool = False) -> list[dict]:
     """Train the runs of `trainers` (each resumed or fresh, all at the same step) to the end of
-    their budgets; return each run's summary (reglab.train.Trainer.finish)."""
+    their budgets; return each run's summary (reglab.train.Trainer.finish). With
+    train.deterministic, torch runs deterministic algorithms throughout (runtime)."""
+    s = trainers[0].s
+    with deterministic_algorithms(s.cfg.train.deterministic, s.device):
+        return _train_runs(trainers, stepper, resumed, progress)
+
+
+def _train_runs(  # noqa: C901 -- the loop, read top to bottom; each branch is one line of the docstring
+    trainers: list[Trainer], stepper: Stepper, resumed: list[bool], progress: bool
+) -> list[dict]:
     M = len(trainers)
     steps = {tr.step for tr in trainers}
     if len(steps) != 1:
@@ -240,7 +261,12 @@ def train_runs(  # noqa: C901 -- the loop, read top to bottom; each branch is on
             for i, tr in enumerate(trainers):
                 if not active[i]:
                     continue
-                tr.evaluate_now()
+                try:
+                    tr.evaluate_now()
+                except StopTraining:  # an observer ends the run (a pruned trial): resumable from here
+                    stepper.before_checkpoint(i)
+                    tr.save_resume_point(time.perf_counter() - t0)
+                    raise
                 if tr.n_evals % cfg.train.checkpoint_every == 0 and step < total_steps:
                     stepper.before_checkpoint(i)
                     tr.save_resume_point(time.perf_counter() - t0)

@@ -15,9 +15,10 @@ A run's trainer calls, in this order:
   before its DONE marker;
 - `close()` always, also when training failed or was interrupted.
 
-An observer may raise `StopTraining` from `on_evaluation` to end the run there (a pruned
-trial): the run keeps its last checkpoint and is not marked done, so the same config asked
-for again later resumes it.
+An observer may raise `StopTraining` from `on_evaluation` (observers are told last, when the
+trainer's own books on that evaluation are complete) to end the run there, a pruned trial say:
+the run saves a resume point at that step and is not marked done, so the same config asked for
+again later resumes it where it stopped.
 """
 
 from __future__ import annotations

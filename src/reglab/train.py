@@ -30,7 +30,9 @@ from .loop import FLUSH_EVERY, OneModelStep, train_runs
 from .observers import RunInfo, RunObserver, StopTraining
 from .provenance import compute_version, segment
 from .prune import apply_keep_policy
+from .runtime import deterministic_now
 from .store import RunBusy, RunDir, RunLock
+from .tracking import observers_for
 
 __all__ = ["FLUSH_EVERY", "RunResult", "Setup", "Trainer", "config_record", "prepare", "run"]
 
@@ -66,11 +68,13 @@ def run(
     RunBusy (or, with wait=True, wait for it and return its result).
 
     `observers` (reglab.observers) see every row as it is written; one that raises StopTraining
-    ends the run there with status "stopped", not done: asked for again, it resumes."""
+    ends the run there with status "stopped", not done: asked for again, it resumes. The
+    trackers of `cfg.logging` (reglab.tracking) join them."""
     h = config_hash(cfg)
     rd = RunDir(Path(root if root is not None else cfg.output) / h)
     if rd.done:
         return _finished(rd, h)
+    observers = [*observers, *observers_for(cfg, rd.path)]  # a missing tracker package stops here
     setup = prepare(cfg, data_dir)
     lock = RunLock(rd.path)
     if not lock.acquire(blocking=wait):
@@ -142,9 +146,11 @@ class Trainer:
         """One provenance segment per start of training (see reglab.provenance)."""
 
     def begin_segment(self, path: str, group_size: int = 1) -> None:
-        """Record that training (re)starts here, on this path, device, dtype and torch."""
+        """Record that training (re)starts here, on this path, device, dtype, precision and
+        torch, and whether algorithms are deterministic (called inside train.deterministic's scope)."""
         dtype = next(self.s.model.parameters()).dtype
-        self.trained_by.append(segment(path, self.s.device, dtype, self.step, group_size))
+        precision, deterministic = self.s.cfg.train.precision, deterministic_now()
+        self.trained_by.append(segment(path, self.s.device, dtype, self.step, group_size, precision, deterministic))
 
     def start_observers(self) -> None:
         """Tell the observers that training (re)starts at this step (after a resume)."""
@@ -200,14 +206,12 @@ class Trainer:
         return end_of_epoch and self.epoch % tc.eval_every == 0
 
     def evaluate_now(self) -> dict:
-        """Measure the network now, log the row (evals.jsonl) and act on it (spectra during
-        training, snapshots, the best checkpoint)."""
+        """Measure the network now, log the row (evals.jsonl), act on it (spectra during
+        training, snapshots, the best checkpoint, early stopping) and show it to the observers."""
         s, tc = self.s, self.s.cfg.train
         row = self._measure()
         self.rd.append(self.rd.evals_path, [row])
         self.n_evals += 1
-        for o in self.observers:
-            o.on_evaluation(row)
         ac = s.cfg.analysis
         if ac.spectra_every is not None and (self.n_evals - 1) % ac.spectra_every == 0:
             from .analysis import spectra_rows
@@ -220,6 +224,8 @@ class Trainer:
         self._last_eval = row
         self._track_best(row)
         self._check_abort(row)
+        for o in self.observers:  # last: one that raises StopTraining finds the books complete
+            o.on_evaluation(row)
         return row
 
     def _measure(self) -> dict:

@@ -50,6 +50,22 @@ def check_names(cfg: RunConfig) -> None:
             raise ConfigError(f"{where}.name", f"{m.name} is monitored twice")
         check_regularizer_options(m, where)
     _check_rho_wn_terms(cfg)
+    _check_precision(cfg)
+
+
+def _check_precision(cfg: RunConfig) -> None:
+    """Under train.precision bf16 the step's forward runs in bfloat16; a penalty that
+    differentiates that forward (the batch's gradient or Jacobian) could not stay float32."""
+    if cfg.train.precision == "fp32":
+        return
+    for i, r in enumerate(cfg.regularizers):
+        if REGULARIZERS.get(r.name, f"regularizers.{i}.name").uses_batch:
+            raise ConfigError(
+                "train.precision",
+                f"bf16 cannot train with regularizers.{i} ({r.name}): its penalty differentiates the "
+                "training batch's forward pass, which bf16 runs in bfloat16",
+                ["fp32"],
+            )
 
 
 def _check_rho_wn_terms(cfg: RunConfig) -> None:

@@ -34,12 +34,15 @@ import torch
 from ..analysis_stage import analyze_trained
 from ..build import Setup, prepare
 from ..loop import StepResult, train_runs
+from ..observers import RunObserver
 from ..provenance import VECTORIZED
 from ..prune import apply_keep_policy
 from ..regularizers import Regularizer, StepContext
 from ..store import RunDir, RunLock, sync_to_disk
+from ..tracking import observers_for
 from ..train import Trainer, config_record
 from .functional import GroupObjective, StackedModels, VmappedStep, apply_effects, stack_state, stateful_attributes
+from .grouping import why_not_group_step
 from .optim import StackedOptimizer
 
 if TYPE_CHECKING:
@@ -86,6 +89,9 @@ class GroupStep:
     def __init__(self, setups: list[Setup]):
         self.setups = setups
         s0 = setups[0]
+        why = why_not_group_step(s0.cfg)  # plan_groups never groups these runs
+        if why is not None:
+            raise ValueError(f"these runs cannot train as a vectorized group: {why}")
         self.M = len(setups)
         regs0 = [t.reg for t in s0.terms]
         self.objective = GroupObjective(s0.model, regs0, s0.loss_fn)  # a template: copied before stacking
@@ -197,6 +203,7 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
     root = Path(root)
     out: dict[str, dict] = {}
     locks: list[RunLock] = []
+    observers: list[RunObserver] = []  # every run's trackers (reglab.tracking), closed at the end
     ready: list[tuple] = []  # (hash, cfg, rd)
     try:
         for r in runs:
@@ -222,11 +229,13 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                 key = _task_key(cfg, data_dir)
                 setup = prepare(cfg, data_dir, data=tasks.get(key))
                 tasks.setdefault(key, setup.data)
+                trackers = observers_for(cfg, rd.path)  # a missing tracker package stops here
+                observers += trackers
                 if not rd.exists():
                     rd.create(config_record(cfg))
                 rd.clear_error()
                 rd.remove_stale_temporaries()
-                tr = Trainer(setup, rd, progress=False)
+                tr = Trainer(setup, rd, progress=False, observers=trackers)
                 resumed = tr.maybe_resume()
                 prepared.append((h, rd, tr, resumed))
             except Exception as e:
@@ -243,6 +252,10 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                     summaries = [tr.fit()]  # fit() resumes again from the same checkpoint: idempotent
                 else:
                     summaries = train_together([m[2] for m in members], [m[3] for m in members])
+                for (_h, rd, tr, _), summary in zip(members, summaries):
+                    analyze_trained(tr.s, rd, summary)
+                    for o in tr.observers:
+                        o.on_finish(summary)
             except Exception as e:
                 for h, rd, _tr, _ in members:
                     _record_failure(rd, e)
@@ -250,8 +263,7 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
                         h, "failed", (time.perf_counter() - t0) / len(members), f"{type(e).__name__}: {e}"
                     )
                 continue
-            for (_h, rd, tr, _), summary in zip(members, summaries):
-                analyze_trained(tr.s, rd, summary)
+            for (_h, rd, _tr, _), summary in zip(members, summaries):
                 rd.write_summary(summary)
             sync_to_disk()  # every file of these runs is on disk before any DONE says so
             for _h, rd, tr, _ in members:
@@ -262,6 +274,9 @@ def train_group(runs: list, root: Path, data_dir: str | None = None) -> list[dic
             for (h, _rd, _tr, _), summary in zip(members, summaries):
                 out[h] = _outcome(h, summary["status"], share)
     finally:
+        for o in observers:
+            with suppress(Exception):  # one tracker failing to close must not hide the runs' outcomes
+                o.close()
         for lock in locks:
             lock.release()
     return [out[r.hash] for r in runs]
