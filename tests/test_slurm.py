@@ -84,6 +84,12 @@ def sweep(yaml_path: Path, root: Path, *args: str, cluster: SlurmCluster | None,
     )
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C acts again. A test run started in the background (`cmd &`, nohup)
+    inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_sweep(yaml_path: Path, root: Path, cluster: SlurmCluster, *args: str, **extra) -> subprocess.Popen:
     return subprocess.Popen(
         sweep_args(yaml_path, root, "--executor", "slurm", *args),
@@ -92,6 +98,7 @@ def start_sweep(yaml_path: Path, root: Path, cluster: SlurmCluster, *args: str, 
         text=True,
         env=env(cluster, **extra),
         cwd=root.parent,
+        preexec_fn=_default_sigint,
     )
 
 

@@ -116,8 +116,10 @@ def test_a_cancelled_worker_loses_no_finished_trial_and_its_trial_resumes(cluste
     )
     runs = lambda: [d for d in root.glob("*") if d.is_dir() and d.name not in ("tune", ".submitit")]  # noqa: E731
     done = lambda: [d for d in runs() if (d / "DONE").exists()]  # noqa: E731
-    mid = lambda: [d for d in runs() if not (d / "DONE").exists() and len(evals(d)) >= 4]  # noqa: E731
-    wait_for(lambda: done() and mid(), "a finished trial and one checkpointed mid-run", 180, p)
+    # a run checkpointed early in its trial (steps 300-700 of 2000: seconds of paced steps left), not
+    # the other worker's first trial, which is near its end when the first one finishes
+    mid = lambda: [d for d in runs() if not (d / "DONE").exists() and 4 <= len(evals(d)) <= 8]  # noqa: E731
+    wait_for(lambda: done() and mid(), "a finished trial and one checkpointed early in its run", 180, p)
     study = load(root, "cancel")
     (victim,) = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs["run_hash"] == mid()[0].name]
     kept = {t.number: t.value for t in finished(study)}
