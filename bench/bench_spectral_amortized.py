@@ -39,7 +39,7 @@ from bench_penalties import MODELS, Variant
 from common import Session, entry, print_table, tiny
 from reglab.regularizers import StepContext
 
-EVERY = [4] if tiny() else [4, 16]
+EVERY = [4] if tiny() else [4, 16, 32]
 CONFIGS = [("mlp", 16), ("hardernet", 4)] if tiny() else [("mlp", 128), ("hardernet", 16)]
 TARGET_STEPS = 8 if tiny() else 150  # timed steps of each side, about
 WARMUP_BLOCKS = 1 if tiny() else 2
