@@ -75,7 +75,8 @@ def main() -> None:
         vectorize="auto",
     )
     df = load_runs(root)
-    print("| penalty (route) | metric | exact | amortized | amortized - exact, 95 % CI | sd over seeds (exact) | seeds |")
+    head = ["penalty (route)", "metric", "exact", "amortized", "amortized - exact, 95 % CI", "sd (exact)", "seeds"]
+    print("| " + " | ".join(head) + " |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(paired_rows(df)))
 
