@@ -143,6 +143,24 @@ def wait_for(condition, what: str, timeout: float, proc: subprocess.Popen | None
         time.sleep(0.2)
 
 
+ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "SUSPENDED")
+
+
+def wait_until_ended(cluster: SlurmCluster, *jobs: str, timeout: float = 90) -> None:
+    """Wait until every task of `jobs` has ended in SLURM's accounting: a sweep returns once its
+    runs' results are stored, and the jobs' processes (and sacct's record) end a moment later."""
+
+    def ended() -> bool:
+        last: dict[str, str] = {}
+        for job in jobs:
+            for row in cluster.sacct(job):
+                if "." not in row["JobID"]:
+                    last[row["JobID"]] = row["State"].split()[0]
+        return bool(last) and not any(state in ACTIVE for state in last.values())
+
+    wait_for(ended, f"jobs {', '.join(jobs)} to end in sacct", timeout)
+
+
 def job_ids(root: Path) -> list[str]:
     """Ids of the jobs (arrays) the sweeps under `root` submitted, oldest first."""
     return sorted((p.name.split("_")[0] for p in (root / ".submitit").glob("*_submission.sh")), key=int)
@@ -191,6 +209,7 @@ def test_an_array_with_a_concurrency_limit_gives_the_local_results(cluster, tmp_
     for line in ("--array=0-3%2", "--partition=high", "--account=reglab", "--qos=normal", "--mem=512MB"):
         assert f"#SBATCH {line}" in script, script
     assert "#SBATCH --comment=reglab-test" in script and "#SBATCH --job-name=reglab-grid" in script
+    wait_until_ended(cluster, job)
     rows = [row for row in cluster.sacct(job) if "." not in row["JobID"]]
     assert sorted(row["JobID"] for row in rows) == [f"{job}_{i}" for i in range(4)]
     assert {(row["State"], row["Partition"]) for row in rows} == {("COMPLETED", "high")}
@@ -279,6 +298,7 @@ def test_a_time_limit_mid_run_requeues_the_jobs_which_finish_the_runs(cluster, t
     r = sweep(y, root, cluster=cluster, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     (job,) = job_ids(root)
+    wait_until_ended(cluster, job)
     for task in (f"{job}_0", f"{job}_1"):
         states = [row["State"] for row in cluster.sacct(job) if row["JobID"] == task]
         assert "REQUEUED" in states and states[-1] == "COMPLETED", (task, states)
@@ -314,6 +334,7 @@ def test_preempted_runs_are_requeued_and_resume(cluster, tmp_path):
     out, err = p.communicate(timeout=240)
     assert p.returncode == 0, out + err
     (job,) = job_ids(root)
+    wait_until_ended(cluster, job, high)
     for task in (f"{job}_0", f"{job}_1"):
         states = [row["State"] for row in cluster.sacct(job) if row["JobID"] == task]
         assert states[0] == "PREEMPTED" and states[-1] == "COMPLETED", (task, states)
