@@ -360,3 +360,22 @@ def test_the_sweep_display_counts_add_up_and_share_the_eta_among_workers(capsys)
     assert "3 done (1 diverged), 0 failed, 1 running, 2 waiting" in capsys.readouterr().out
     d.stop()
     assert capsys.readouterr().out.rstrip().endswith("s]")
+
+
+def test_a_tune_file_given_to_sweep_is_one_line_naming_the_command(tmp_path):
+    """A config with a tune: block run as a sweep: its search space must not read as axes."""
+    from click.testing import CliRunner
+
+    from reglab.cli import cli
+
+    y = tmp_path / "t.yaml"
+    y.write_text(
+        "data: {dataset: digits, val_fraction: 0.2}\n"
+        "tune: {space: {regularizers.0.lam: {log_uniform: [1.0e-6, 1.0e-2]}}, metric: val_acc}\n"
+    )
+    r = CliRunner().invoke(cli, ["sweep", str(y), "-o", str(tmp_path / "runs")])
+    assert r.exit_code == 2 and "tune: a sweep does not search" in r.output and "reglab tune" in r.output
+    assert not (tmp_path / "runs").exists()
+    r = CliRunner().invoke(cli, ["train", str(y), "-o", str(tmp_path / "runs")])
+    assert r.exit_code == 2 and "tune: a tune: block is read by `reglab tune FILE`" in r.output
+    assert not (tmp_path / "runs").exists()

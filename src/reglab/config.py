@@ -628,6 +628,8 @@ def validate_schema(raw: dict) -> RunConfig:
         if err["type"] == "extra_forbidden":
             parent = ".".join(str(x) for x in err["loc"][:-1])
             allowed = _allowed_keys(parent)
+            if field == "tune":  # a search's file given to train: say which command reads it
+                raise ConfigError(field, "a tune: block is read by `reglab tune FILE`, not here", allowed) from None
             raise ConfigError(field, "unknown key", allowed) from None
         text = pydantic_message(err)
         if err["type"] == "value_error":

@@ -184,6 +184,8 @@ def sweep_overrides(items: list[str]) -> list[tuple[str, Any]]:
 def expand(spec: dict) -> list[PlannedRun]:
     """All runs of a sweep spec, validated. The first invalid value stops everything."""
     spec = copy.deepcopy(spec)
+    if "tune" in spec:  # its search space would read as sweep axes
+        raise ConfigError("tune", "a sweep does not search: run this file with `reglab tune FILE`, or remove the block")
     variants = spec.pop("variants", None) or [{}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ConfigError("variants", "must be a list of partial configs (mappings)")
