@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from slurm_cluster import SlurmCluster
+from test_reliability import _strip_times  # wall-clock fields and provenance left out
 
 pytestmark = pytest.mark.slurm
 
@@ -36,7 +37,6 @@ BASE = {
     "train": {"batch_size": 32, "epochs": 2, "progress": False},
     "analysis": {"margins": False, "spectra": False, "sparsity": False},
 }
-TIME_FIELDS = {"time", "wall_time", "trained_by"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -108,14 +108,6 @@ def planned(yaml_path: Path) -> list:
     spec = build_spec(str(yaml_path), [])
     spec.pop("slurm", None)
     return expand(spec)
-
-
-def _strip_times(x):
-    if isinstance(x, dict):
-        return {k: _strip_times(v) for k, v in x.items() if k not in TIME_FIELDS}
-    if isinstance(x, list):
-        return [_strip_times(v) for v in x]
-    return x
 
 
 def logs(run_dir: Path) -> dict[str, object]:
@@ -317,6 +309,18 @@ def assert_resumed_exactly(y: Path, root: Path, runs: list, ref: Path) -> None:
         assert logs(root / run.hash) == logs(ref / run.hash)
 
 
+def take_the_node(cluster: SlurmCluster) -> str:
+    """Submit a 2-second job that needs the whole node, at the high partition's priority tier
+    (it preempts what runs on `low`); returns its job id."""
+    return subprocess.run(
+        ["sbatch", "--parsable", "-p", "high", "--cpus-per-task=4", "-o", "/dev/null", "--wrap", "sleep 2"],
+        env=env(cluster),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def test_preempted_runs_are_requeued_and_resume(cluster, tmp_path):
     y = config(tmp_path / "low.yaml", **paced(2500), seed=[0, 1], slurm={"partition": "low"})
     runs = planned(y)
@@ -324,13 +328,7 @@ def test_preempted_runs_are_requeued_and_resume(cluster, tmp_path):
     p = start_sweep(y, root, cluster)
     for run in runs:
         wait_for(lambda run=run: len(evals(root / run.hash)) >= 4, "the runs to checkpoint", 120, p)
-    high = subprocess.run(  # the whole node, at a higher priority tier
-        ["sbatch", "--parsable", "-p", "high", "--cpus-per-task=4", "-o", "/dev/null", "--wrap", "sleep 2"],
-        env=env(cluster),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    high = take_the_node(cluster)
     out, err = p.communicate(timeout=240)
     assert p.returncode == 0, out + err
     (job,) = job_ids(root)

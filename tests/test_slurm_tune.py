@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_slurm import env, evals, job_ids, wait_for
+from test_slurm import env, evals, job_ids, take_the_node, wait_for
 
 optuna = pytest.importorskip("optuna", reason="reglab tune needs Optuna: pip install 'reglab[tune]'")
 pytest.importorskip("submitit", reason="the SLURM executor needs submitit: pip install 'reglab[slurm]'")
@@ -71,6 +71,22 @@ def tune(cfg: Path, root: Path, *args: str, cluster, timeout: float = 240) -> su
     )
 
 
+def start_tune(cfg: Path, root: Path, cluster, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        tune_args(cfg, root, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(cluster),
+        cwd=root.parent,
+    )
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The run directories under the results root (the trials' runs)."""
+    return [d for d in root.glob("*") if d.is_dir() and d.name not in ("tune", ".submitit")]
+
+
 def load(root: Path, name: str) -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(root / "tune" / f"{name}.journal")))
     return optuna.load_study(study_name=name, storage=storage)
@@ -106,15 +122,8 @@ def test_two_worker_jobs_share_one_study_and_both_run_trials(cluster, tmp_path):
 
 def test_a_cancelled_worker_loses_no_finished_trial_and_its_trial_resumes(cluster, tmp_path):
     cfg, root = study_config(tmp_path / "cancel.yaml", "cancel", trials=5, iterations=2000), tmp_path / "runs"
-    p = subprocess.Popen(
-        tune_args(cfg, root, "-j", "2"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(cluster),
-        cwd=tmp_path,
-    )
-    runs = lambda: [d for d in root.glob("*") if d.is_dir() and d.name not in ("tune", ".submitit")]  # noqa: E731
+    p = start_tune(cfg, root, cluster, "-j", "2")
+    runs = lambda: run_dirs(root)  # noqa: E731
     done = lambda: [d for d in runs() if (d / "DONE").exists()]  # noqa: E731
     # a run checkpointed early in its trial (steps 300-700 of 2000: seconds of paced steps left), not
     # the other worker's first trial, which is near its end when the first one finishes
@@ -151,24 +160,11 @@ def test_a_cancelled_worker_loses_no_finished_trial_and_its_trial_resumes(cluste
 
 def test_a_preempted_worker_is_requeued_and_its_trial_resumes(cluster, tmp_path):
     cfg, root = study_config(tmp_path / "low.yaml", "low", trials=1, iterations=2000), tmp_path / "runs"
-    p = subprocess.Popen(
-        tune_args(cfg, root, "--slurm", "partition=low"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(cluster),
-        cwd=tmp_path,
-    )
-    runs = lambda: [d for d in root.glob("*") if d.is_dir() and d.name not in ("tune", ".submitit")]  # noqa: E731
+    p = start_tune(cfg, root, cluster, "--slurm", "partition=low")
+    runs = lambda: run_dirs(root)  # noqa: E731
     wait_for(lambda: any(len(evals(d)) >= 4 for d in runs()), "the first trial to checkpoint", 180, p)
     (run,) = runs()
-    high = subprocess.run(  # the whole node, at a higher priority tier
-        ["sbatch", "--parsable", "-p", "high", "--cpus-per-task=4", "-o", "/dev/null", "--wrap", "sleep 2"],
-        env=env(cluster),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    high = take_the_node(cluster)
     out, err = p.communicate(timeout=240)
     assert p.returncode == 0, out + err  # requeued, not failed
     (job,) = job_ids(root)

@@ -45,7 +45,7 @@ from ..sweep.slurm import ENDED, SubmititExecutor, _call
 from ..sweep.slurm_options import SlurmOptions
 from .objective import describe
 from .spec import TuneSetup
-from .study import FINISHED, finished_trials, open_study, quiet_optuna
+from .study import FINISHED, finished_trials, missing_trials, quiet_optuna
 from .workers import work
 
 
@@ -172,13 +172,10 @@ def run_on_cluster(
 ) -> int:
     """Bring the study to `tune.trials` finished trials with `jobs` worker jobs (fewer when fewer
     trials are missing); returns the exit status."""
-    quiet_optuna()
-    study = open_study(setup, url)  # created here, once, before any worker loads it
-    target, have = setup.block.trials, finished_trials(study)
-    click.echo(f"study {setup.study}: {have} of {target} trials finished, storage {url}, runs under {setup.root}")
-    if have >= target:
+    study, missing = missing_trials(setup, url)
+    if not missing:
         return 0
-    n = min(jobs, target - have)
+    n = min(jobs, missing)
     folder = Path(setup.root) / ".submitit"
     ex = WorkerJobs(folder, data_dir, executor == "submitit_local", options, f"tune-{setup.study}")
     progress = Progress(setup, study)
@@ -202,7 +199,7 @@ def run_on_cluster(
         ) from None
     progress.poll(ex, final=True)
     if failed or not progress.complete:
-        head = f"study {setup.study}: {finished_trials(study)} of {target} trials finished"
+        head = f"study {setup.study}: {finished_trials(study)} of {setup.block.trials} trials finished"
         if progress.complete:
             click.echo(f"{head}, but {len(failed)} worker job(s) failed (above)", err=True)
         else:

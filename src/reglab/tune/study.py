@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import numpy as np
 import optuna
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
@@ -108,3 +109,13 @@ def finished_trials(study: optuna.Study) -> int:
 
 
 __all__ = ["FINISHED", "finished_trials", "make_pruner", "make_sampler", "open_study", "quiet_optuna"]
+
+
+def missing_trials(setup: TuneSetup, url: str) -> tuple[optuna.Study, int]:
+    """Open (create) the study before any worker loads it, say where it stands, and return it
+    with the number of finished trials still missing (0: nothing to do)."""
+    quiet_optuna()
+    study = open_study(setup, url)
+    target, have = setup.block.trials, finished_trials(study)
+    click.echo(f"study {setup.study}: {have} of {target} trials finished, storage {url}, runs under {setup.root}")
+    return study, max(0, target - have)

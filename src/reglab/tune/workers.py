@@ -26,17 +26,14 @@ from optuna.study import MaxTrialsCallback
 from ..errors import Interrupted, UserError
 from .objective import Objective, RunDiverged, describe
 from .spec import TuneSetup
-from .study import FINISHED, finished_trials, open_study, quiet_optuna
+from .study import FINISHED, finished_trials, missing_trials, open_study, quiet_optuna
 
 
 def run_study(setup: TuneSetup, url: str, jobs: int = 1, data_dir: str | None = None) -> int:
     """Bring the study to `tune.trials` finished trials; returns the exit status (0, or 1 when
     a worker failed)."""
-    quiet_optuna()
-    study = open_study(setup, url)  # created here, once, before any worker loads it
-    target, have = setup.block.trials, finished_trials(study)
-    click.echo(f"study {setup.study}: {have} of {target} trials finished, storage {url}, runs under {setup.root}")
-    if have >= target:
+    _study, missing = missing_trials(setup, url)
+    if not missing:
         return 0
     if jobs == 1:
         work(setup, url, data_dir, worker=0)
