@@ -4,9 +4,10 @@
   per-step logging, checkpoint and log writes); data preparation and the end-of-run analysis are
   outside the timed region, evaluation is reduced to one example, so the loop itself is timed;
 - bare: a loop that only slices tensors and steps (the floor);
-- dataloader: the conventional loop: a per-sample torch.utils.data.Dataset doing what
-  torchvision's MNIST dataset does (uint8 array -> PIL image -> float tensor / 255 -> normalize)
-  and a DataLoader (batch 128, shuffled, no workers).
+- dataloader: the conventional loop: a per-sample torch.utils.data.Dataset running, op for op,
+  what torchvision's MNIST dataset with ToTensor and Normalize runs (uint8 tensor -> PIL image ->
+  uint8 tensor -> float / 255 -> normalize; `PerSample`) and a DataLoader (batch 128, shuffled,
+  no workers).
 
 Targets: reglab at least 10x faster than the DataLoader loop, within 1.3x of the bare loop.
 Needs MNIST in $REGLAB_DATA (exits 1 otherwise, writing nothing). Tiny mode ($REGLAB_BENCH_TINY=1):
@@ -109,18 +110,55 @@ def bare_epoch(x, y):
 
 
 class PerSample(Dataset):
-    """What torchvision's MNIST + ToTensor + Normalize do for every sample."""
+    """Torchvision's MNIST dataset with transforms Compose([ToTensor(), Normalize((0.1307,),
+    (0.3081,))]), op for op as torchvision 0.16+ runs them for every sample (torchvision cannot be
+    imported beside this CPU torch, so its calls are transcribed here): index the uint8 tensor and
+    the labels, make a PIL image, copy it into a tensor, view it as H x W x C, permute to C x H x W
+    and make it contiguous, convert to float and divide by 255 (ToTensor); check the image,
+    clone it, build the mean and std tensors, check std for zeros, view them as C x 1 x 1, then
+    sub_ and div_ (Normalize, an nn.Module called per sample). The numbers are those of
+    (x / 255 - MEAN) / STD."""
 
     def __init__(self, images_u8, labels):
-        self.images, self.labels = images_u8.squeeze(1).numpy(), labels
+        self.data, self.targets = images_u8.reshape(-1, 28, 28), labels
+        self.normalize = _Normalize((MEAN,), (STD,))
 
     def __len__(self):
-        return len(self.labels)
+        return len(self.targets)
 
     def __getitem__(self, i):
-        img = Image.fromarray(self.images[i], mode="L")
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)
-        return (x - MEAN) / STD, int(self.labels[i])
+        img, target = self.data[i], int(self.targets[i])
+        pic = Image.fromarray(img.numpy(), mode="L")
+        return self.normalize(_to_tensor(pic)), target
+
+
+def _to_tensor(pic: Image.Image) -> torch.Tensor:
+    """ToTensor on a PIL image of mode L (see PerSample)."""
+    if not isinstance(pic, Image.Image):
+        raise TypeError(f"pic should be a PIL Image, got {type(pic)}")
+    default_float_dtype = torch.get_default_dtype()
+    img = torch.from_numpy(np.array(pic, np.uint8, copy=True))
+    img = img.view(pic.size[1], pic.size[0], len(pic.getbands()))
+    img = img.permute((2, 0, 1)).contiguous()
+    return img.to(dtype=default_float_dtype).div(255)
+
+
+class _Normalize(torch.nn.Module):
+    """Normalize(mean, std), not in place (see PerSample)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.ndim < 3:
+            raise TypeError("a float image tensor of shape (C, H, W) is expected")
+        tensor = tensor.clone()
+        mean = torch.as_tensor(self.mean, dtype=tensor.dtype, device=tensor.device)
+        std = torch.as_tensor(self.std, dtype=tensor.dtype, device=tensor.device)
+        if (std == 0).any():
+            raise ValueError("std evaluated to zero, leading to division by zero")
+        return tensor.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
 
 
 def dataloader_epoch(images_u8, labels):
