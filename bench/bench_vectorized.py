@@ -14,12 +14,16 @@ is included on both sides).
     target: time per model <= 0.2 x alone.
 (c) where the gain disappears: groups of 8 MNIST MLPs 784-H-10 for growing H (one epoch, time
     per model vs alone), the evidence for grouping.MAX_PARAMS (500k).
+(d) groups of runs that draw their own batches: 5 seeds (each its own data order, so the group
+    takes M different batches a step) of MLPs 784-28-10 and of study 2's 784-128-128-10, one
+    epoch; target: no slower than alone (ratio <= 1).
 
 MNIST comes from $REGLAB_DATA: without it the benchmark exits 1 having written nothing, unless
 --digits-only is given. Options: --threads N (default 2; other values write the group
 "vectorized_<N>thread"), --digits-only, --no-size-sweep. Tiny mode ($REGLAB_BENCH_TINY=1): (a)
 with 2 models on the first 1024 examples (random MNIST-shaped data without MNIST; the entry's
-"data" says which), (b) with 4 models for 1 epoch, no size sweep, one timing each.
+"data" says which), (b) with 4 models for 1 epoch, no size sweep, (d) with 2 seeds of the small
+MLP, one timing each.
 """
 
 from __future__ import annotations
@@ -141,6 +145,12 @@ def mnist_entries(d: str | None, size_sweep: bool) -> list[dict]:
         n_params = 784 * h + h + h * 10 + 10
         name = f"vectorized: 8 {source} MLPs 784-{h}-10 ({n_params // 1000}k params)"
         entries.append(compare(name, mlp(h), [(0, 1e-4 * k) for k in range(8)], d, 1.0, repeat=1))
+    # (d) groups whose runs draw their own batches (one per seed): study 2's MLP, 5 seeds
+    for widths in ("784,28,10", "784,128,128,10") if not tiny() else ("784,28,10",):
+        seeds = 2 if tiny() else 5
+        study2 = [*data, f"model.widths=[{widths}]", "train.batch_size=128", "train.epochs=1", "optim.lr=0.1"]
+        name = f"vectorized: {seeds} seeds of {source} MLPs {widths.replace(',', '-')} (own data orders), per model"
+        entries.append(compare(name, study2, [(s, 1e-4) for s in range(seeds)], d, 1.0, repeat=1 if tiny() else 2))
     for e in entries:
         e["data"] = described
     return entries
