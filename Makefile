@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slurm lint format bench clean api-docs
+.PHONY: venv demo test test-slurm lint format bench clean api-docs gpu-wheels
 
 venv: $(STAMP)
 
@@ -50,6 +50,22 @@ format: $(STAMP)
 bench: $(STAMP)
 	REGLAB_DATA=$${REGLAB_DATA:-../shared/data} $(BIN)/python bench/run_all.py $(BENCH); \
 	status=$$?; $(BIN)/python bench/report.py && exit $$status
+
+# Wheels of the Python packages the lent GPU machine lacks (pydantic and its needs; it has no
+# network), at this venv's versions, into .whl/ for bench/gpu_session.sh to install there (see
+# docs/benchmarks.md, "GPU session"). Pure-Python wheels fit any platform; pydantic-core's is
+# CPython 3.12 manylinux x86-64, what that machine runs. typing-extensions is there, but pydantic
+# needs a recent one (>= 4.16): this venv's is carried too (backward compatible, so it is safe
+# to put before the machine's).
+GPU_WHEELS := pydantic pydantic-core annotated-types typing-inspection typing-extensions
+GPU_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	set -e; pins=; for p in $(GPU_WHEELS); do \
+	  v=$$($(BIN)/python -m pip show $$p | sed -n 's/^Version: //p'); test -n "$$v"; pins="$$pins $$p==$$v"; done; \
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(addprefix --platform ,$(GPU_PLATFORMS)) -d .whl $$pins
+	@ls .whl && du -ch .whl/*.whl | tail -n 1
 
 clean:
 	rm -rf $(VENV) runs demo-out

@@ -184,11 +184,12 @@ MODELS = {
 }
 
 
-def random_image_task(shape: tuple[int, ...], n: int) -> TaskData:
-    """Random +-1 binary task with images of `shape` (what build_task returns, minus the files)."""
+def random_image_task(shape: tuple[int, ...], n: int, device: torch.device | str = "cpu") -> TaskData:
+    """Random +-1 binary task with images of `shape` (what build_task returns, minus the files),
+    drawn on the CPU and placed on `device`."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, *shape, generator=g)
-    y = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+    x = torch.randn(n, *shape, generator=g).to(device)
+    y = (torch.randint(0, 2, (n,), generator=g).float() * 2 - 1).to(device)
     meta = {"dataset": "random", "task": "binary", "input_shape": list(shape)}
     return TaskData(x, y, None, None, x[:16], y[:16], "binary", 1, tuple(shape), None, meta)
 
@@ -202,7 +203,7 @@ def image_data(shape: tuple[int, ...] | None, n: int):
     import reglab.data
 
     real = reglab.data.build_task
-    reglab.data.build_task = lambda *args, **kwargs: random_image_task(shape, n)
+    reglab.data.build_task = lambda *args, **kwargs: random_image_task(shape, n, kwargs.get("device", "cpu"))
     try:
         yield
     finally:
@@ -218,11 +219,15 @@ def regularizer_override(spec: dict, split: int) -> list[str]:
 
 
 class Variant:
-    """One trainer (model + regularizer) and a fixed batch; `run(k)` times k real steps."""
+    """One trainer (model + regularizer) and a fixed batch; `run(k)` times k real steps.
 
-    def __init__(self, label: str, model: str, batch: int, spec: dict | None):
+    `device`: where it trains (cpu here; bench_gpu.py passes cuda). On CUDA `run(k)` times the k
+    steps as one block between two device synchronizations (the steps overlap on the device as
+    in training) and gives each step the block's mean."""
+
+    def __init__(self, label: str, model: str, batch: int, spec: dict | None, device: str = "cpu"):
         m = MODELS[model]
-        over = [*m["overrides"], f"train.batch_size={batch}", "train.progress=false", "device=cpu"]
+        over = [*m["overrides"], f"train.batch_size={batch}", "train.progress=false", f"device={device}"]
         if spec is not None:
             over += regularizer_override(spec, m["jacobian_split"])
         cfg = load_config(None, over)
@@ -232,9 +237,17 @@ class Variant:
         self.x = self.setup.data.x_train[:batch]
         self.y = self.setup.data.y_train[:batch]
         self.label = label
+        self.cuda = self.setup.device.type == "cuda"
 
     def run(self, steps: int) -> list[float]:
         """Seconds of each of `steps` training steps."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for k in range(steps):
+                self.stepper.train_on(self.x, self.y, k, 0)
+            torch.cuda.synchronize()
+            return [(time.perf_counter() - t0) / steps] * steps
         times = []
         for k in range(steps):
             t0 = time.perf_counter()
@@ -254,10 +267,16 @@ def decomposition_timer(spent: list[float]):
     def timed(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            # on a GPU: what was queued before the call is not the call's time
+            cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
+            if cuda:
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
+                if cuda:
+                    torch.cuda.synchronize()
                 spent[0] += time.perf_counter() - t0
 
         return wrapper
@@ -287,8 +306,8 @@ def median_ms(times: list[float]) -> float:
     return 1e3 * statistics.median(times)
 
 
-def paired(base: Variant, v: Variant) -> tuple[float, float]:
-    """(ms per step of v, ms per step of base), timed in alternating blocks."""
+def paired(base: Variant, v: Variant, block: int = BLOCK) -> tuple[float, float]:
+    """(ms per step of v, ms per step of base), timed in alternating blocks of `block` steps."""
     base.run(WARMUP)
     warm = v.run(WARMUP)
     t = statistics.median(warm)
@@ -296,21 +315,23 @@ def paired(base: Variant, v: Variant) -> tuple[float, float]:
     tb: list[float] = []
     tv: list[float] = []
     while len(tv) < steps:
-        tb += base.run(BLOCK)
-        tv += v.run(BLOCK)
+        tb += base.run(block)
+        tv += v.run(block)
     return median_ms(tv), median_ms(tb)
 
 
-def measure(model: str, batch: int, only: set[str] | None) -> list[dict]:
+def measure(model: str, batch: int, only: set[str] | None, device: str = "cpu", block: int = BLOCK) -> list[dict]:
+    """Entries of the regularizers in `only` (None: all) on (model, batch), trained on `device`,
+    timed in alternating blocks of `block` steps."""
     specs = [r for r in REGULARIZERS if (only is None or r[0] in only)]
     if MODELS[model]["image"] is not None:
         specs = [r for r in specs if r[1]["name"] not in CHAIN_ONLY]
     title = MODELS[model]["title"]
-    base = Variant("none", model, batch, None)
+    base = Variant("none", model, batch, None, device)
     entries = []
     for label, spec, (text, bound) in specs:
-        variant = Variant(label, model, batch, spec)
-        value, baseline = paired(base, variant)
+        variant = Variant(label, model, batch, spec, device)
+        value, baseline = paired(base, variant, block)
         ratio = value / baseline
         met = None if bound is None else ratio <= bound
         extra: dict = {}

@@ -8,10 +8,10 @@ same seeds, 2 epochs of MNIST on the SmallMLP 784-128-128-10, SGD lr 0.1 momentu
 
 - original: the study's loop as its script writes it (seed-studies.md section 2): a per-sample
   Dataset that converts each uint8 image and normalizes it (torchvision's MNIST + ToTensor +
-  Normalize, transcribed op for op: bench_loop.PerSample), a DataLoader (batch 128, shuffled, no workers), the penalty as the study
-  computes it (svdvals of every 2-D parameter; the squared distance to the previous step's
-  flattened weights), and after every epoch the test accuracy (test batch 512) and the energy
-  statistic of every run, baseline included;
+  Normalize, transcribed op for op: bench_loop.PerSample), a DataLoader (batch 128, shuffled,
+  no workers), the penalty as the study computes it (svdvals of every 2-D parameter; the squared
+  distance to the previous step's flattened weights), and after every epoch the test accuracy
+  (test batch 512) and the energy statistic of every run, baseline included;
 - reglab: the same runs as one sweep (`run_sweep`, what `reglab sweep` does), with what reglab
   offers a user: vectorized seeds (`--vectorize auto`), tensors on the device, the default
   solver. Its runs log per-step penalties and, after every epoch, every layer's spectrum

@@ -46,6 +46,10 @@ RUN_ID_ENV = "REGLAB_BENCH_RUN_ID"
 # entries then claim no target (other processes on a small machine distort the timings by
 # several times, see README "Benchmarks").
 BUSY_LOAD = 0.5
+# Exit status of a benchmark that has nothing to measure on this machine (bench_gpu.py without
+# CUDA): run_all.py reports it as skipped, not failed, and it writes no entry. 77 is automake's
+# status for a skipped test; no benchmark exits with it otherwise.
+SKIPPED_STATUS = 77
 
 
 def tiny() -> bool:

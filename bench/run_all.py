@@ -7,12 +7,13 @@
 Each benchmark runs as `python bench/bench_X.py` in a subprocess: its exit status or a crash
 ends only itself, the others still run, and it sees only the arguments given after `--`. Each
 writes its entries to the results file (see common.py); a benchmark that exits 0 without writing
-an entry of this run counts as failed. Before each benchmark (not in tiny mode, not with
+an entry of this run counts as failed, and one that exits with common.SKIPPED_STATUS (nothing to
+measure on this machine: bench_gpu.py without CUDA) as skipped. Before each benchmark (not in tiny mode, not with
 --no-settle) the runner waits, at most SETTLE_MAX_S seconds, for the 1-minute load average to
 fall to SETTLE_LOAD: the previous benchmark's own threads keep it above common.BUSY_LOAD for a
 minute or two, and an entry that starts above it claims no target.
 
-Exit status: 0 when every benchmark exited 0 and wrote entries, 1 otherwise (after running all
+Exit status: 0 when every benchmark exited 0 and wrote entries or was skipped, 1 otherwise (after running all
 of them), 2 for a usage error such as an unknown benchmark name.
 """
 
@@ -93,6 +94,7 @@ def main(argv: list[str]) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(common.BENCH_DIR), env.get("PYTHONPATH")) if p)
     print(f"run {run_id}: {', '.join(args.benchmarks)}; results in {path}" + (" (tiny mode)" if common.tiny() else ""))
     outcomes = []
+    skipped: list[str] = []
     for name in args.benchmarks:
         if not (common.tiny() or args.no_settle):
             settle()
@@ -100,12 +102,17 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         rc = subprocess.run([sys.executable, str(args.dir / f"{name}.py"), *args.forwarded], env=env).returncode
         entries = fresh_entries(path, run_id, name)
-        problem = f"exit status {rc}" if rc != 0 else ("wrote no entry" if not entries else None)
+        if rc == common.SKIPPED_STATUS and not entries:
+            problem = None
+            skipped.append(name)
+        else:
+            problem = f"exit status {rc}" if rc != 0 else ("wrote no entry" if not entries else None)
         outcomes.append((name, problem, time.perf_counter() - t0, entries))
 
     print(f"\n=== summary of run {run_id} ({path})")
     for name, problem, seconds, entries in outcomes:
-        print(f"  {name:<24} {'FAILED: ' + problem if problem else 'ok':<24} {seconds:7.1f} s  {len(entries)} entries")
+        status = "FAILED: " + problem if problem else ("skipped (not for this machine)" if name in skipped else "ok")
+        print(f"  {name:<24} {status:<30} {seconds:7.1f} s  {len(entries)} entries")
     written = [e for *_, es in outcomes for e in es]
     missed = [e["name"] for e in written if e.get("met") is False]
     unclaimed = [e for e in written if e.get("met") is None and (e.get("busy") or e.get("tiny"))]
