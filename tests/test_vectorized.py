@@ -347,10 +347,25 @@ def test_convolutions_group_only_when_forced_on_cpu(tmp_path):
     assert grouping.has_convolutions(runs[0].config) and not grouping.has_convolutions(
         planned(tmp_path, [(0, 0.1, 0.0)])[0].config
     )
-    groups, singles = plan_groups(runs)
+    groups, singles = plan_groups(runs, max_params=10**9)  # the convolution rule alone
     assert not groups and all("convolutions" in why and "--vectorize on" in why for _, why in singles)
     groups, singles = plan_groups(runs, auto=False)
     assert [len(g) for g in groups] == [2] and not singles
+
+
+@pytest.mark.parametrize("threads, grouped", [(1, False), (2, True), (8, True)])
+def test_the_size_limit_follows_the_threads_the_group_trains_on(tmp_path, monkeypatch, threads, grouped):
+    # 20-2800-4: 70 004 parameters, between MAX_PARAMS_ONE_THREAD and MAX_PARAMS
+    runs = planned(tmp_path, [(0, 0.1, 0.0), (1, 0.1, 0.0)], "model.widths=[20,2800,4]")
+    n = grouping.count_params(runs[0].config)
+    assert grouping.MAX_PARAMS_ONE_THREAD < n == 20 * 2800 + 2800 + 2800 * 4 + 4 < grouping.MAX_PARAMS
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    groups, singles = plan_groups(runs)
+    if grouped:
+        assert [len(g) for g in groups] == [2] and not singles
+    else:
+        limit = f"{grouping.MAX_PARAMS_ONE_THREAD:,}"
+        assert not groups and all(f"{n:,} parameters > {limit}" in why for _, why in singles)
 
 
 def test_label_noise_from_run_seed_groups_only_same_seed(tmp_path):

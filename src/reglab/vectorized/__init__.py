@@ -6,12 +6,22 @@
 Each run's directory is written exactly as the one-by-one trainer writes it (see trainer.py).
 """
 
-from .grouping import MAX_GROUP, MAX_PARAMS, describe_plan, group_key, plan_groups, vectorizes, why_not_vectorized
+from .grouping import (
+    MAX_GROUP,
+    MAX_PARAMS,
+    MAX_PARAMS_ONE_THREAD,
+    describe_plan,
+    group_key,
+    plan_groups,
+    vectorizes,
+    why_not_vectorized,
+)
 from .trainer import GroupStep, train_group, train_together
 
 __all__ = [
     "MAX_GROUP",
     "MAX_PARAMS",
+    "MAX_PARAMS_ONE_THREAD",
     "GroupStep",
     "describe_plan",
     "group_key",

@@ -22,9 +22,9 @@ A run falls back to one-by-one training (`train.run`) when (first reason that ap
   the vmapped forward stays float32), so a group would silently train in float32;
 - train.channels_last: a group's stacked convolution weights are 5-D ([M, out, in, kh, kw]),
   for which channels-last has no meaning;
-- (auto only) more than `MAX_PARAMS` parameters: the gain of vmap on CPU comes from fusing many
-  small matrix products; for models this big one model already keeps the cores busy (see
-  bench/bench_vectorized.py);
+- (auto only) more than `MAX_PARAMS` parameters (`MAX_PARAMS_ONE_THREAD` when torch runs on one
+  thread): the gain of vmap on CPU comes from fusing many small matrix products; for models this
+  big one model already keeps the cores busy (see bench/bench_vectorized.py);
 - (auto only) convolutions, on every device until measured to pay there
   (`CONVOLUTIONS_VECTORIZE`): vmap turns a convolution with per-model weights into one grouped
   convolution, which on a CPU is slower per model than the models one after another (about 2x
@@ -40,12 +40,27 @@ from __future__ import annotations
 import json
 import math
 
+import torch
+
 from ..config import RunConfig, canonical_dict
 
-MAX_PARAMS = 500_000
-"""Models with more parameters than this train one by one: on a CPU a group of MLPs of ~200k
-parameters takes about 3/4 of the time alone per model, one of ~800k no less than alone
-(bench/bench_vectorized.py part (c) measures it)."""
+MAX_PARAMS = 100_000
+"""Under `auto`, models with more parameters than this train one by one (at one torch thread:
+MAX_PARAMS_ONE_THREAD). Measured on the 2-core CPU at 2 threads (bench/bench_vectorized.py parts
+(c) and (d), docs/benchmarks.md): per model against alone, a group of 8 MNIST MLPs of 102k
+parameters sharing each batch 0.95, 5 seeds drawing their own batches 1.02; 203k 0.97-1.14
+(seeds 1.17); 814k 1.14-1.74. Below it the gain grows as models shrink (22k: 0.4-0.5 shared,
+0.74 seeds)."""
+
+MAX_PARAMS_ONE_THREAD = 50_000
+"""MAX_PARAMS when the group trains on one torch thread (a group trains in the sweep's own process,
+on its threads): 51k 0.78 shared / 0.99 seeds, 77k 0.98 / 1.06, 118k seeds 1.12, 203k 1.21."""
+
+
+def max_params_for(threads: int) -> int:
+    """The `auto` size limit for a group trained on `threads` torch threads."""
+    return MAX_PARAMS_ONE_THREAD if threads <= 1 else MAX_PARAMS
+
 
 MAX_GROUP = 64
 """Largest group; bigger sets of compatible runs are split into groups of at most this size."""
@@ -158,10 +173,11 @@ def _meta_model(cfg: RunConfig):
 
 
 def why_not_vectorized(
-    cfg: RunConfig, max_params: int = MAX_PARAMS, auto: bool = True, device: str | None = None
+    cfg: RunConfig, max_params: int | None = None, auto: bool = True, device: str | None = None
 ) -> str | None:
     """The reason this run cannot (or, with `auto`, should not) join a vectorized group, or None
-    when it can. `device`: where it will train (default: the config's device, see device_type)."""
+    when it can. `device`: where it will train (default: the config's device, see device_type).
+    `max_params`: the size limit of `auto` (default: `max_params_for` torch's threads now)."""
     if cfg.model.batch_norm:
         return "model.batch_norm: batch norm keeps running statistics (buffers), not carried per model in a group"
     if cfg.train.early_stopping.patience is not None:
@@ -187,6 +203,8 @@ def why_not_vectorized(
     n = _count(cfg, built)
     if n is None:
         return f"model: cannot count the parameters of {cfg.model.name} on {cfg.data.dataset} without reading the data"
+    if max_params is None:
+        max_params = max_params_for(torch.get_num_threads())
     if n > max_params:
         return (
             f"model: {n:,} parameters > {max_params:,}; "
@@ -222,13 +240,14 @@ def plan_groups(
     runs: list,
     min_group: int = 2,
     max_group: int = MAX_GROUP,
-    max_params: int = MAX_PARAMS,
+    max_params: int | None = None,
     auto: bool = True,
     device: str | None = None,
 ) -> tuple[list[list], list[tuple]]:
     """Split planned runs (sweep.grid.PlannedRun, or anything with a `.config`) into vectorized
     groups and runs that train one by one. `auto` adds the rules that only say grouping would
-    not pay (size, convolutions where not measured to pay); without it only impossibilities
+    not pay (size, by default `max_params_for` torch's threads now, the threads the sweep's
+    groups train on; convolutions where not measured to pay); without it only impossibilities
     remain. `device`: where the runs will train (default: each config's device).
 
     Returns (groups, singles): groups are lists of >= min_group runs sharing `group_key`, at most
