@@ -5,9 +5,11 @@ into bench/results.json, then regenerate the README table.
     python bench/merge_results.py FILE --into R --readme M   # other files (tests)
     python bench/merge_results.py FILE --no-report      # merge only
 
-Each machine key of FILE replaces that machine's whole slot in the target; every other machine's
-slot is kept as it is. FILE must use the same schema (common.SCHEMA). Tiny-mode entries (a dry
-run) are refused: they measure nothing.
+For each machine key of FILE, its benchmark groups replace the same groups of that machine in
+the target (as a benchmark run replaces only its own group's entries) and its machine record
+replaces the target's; that machine's other groups and every other machine's slot are kept as
+they are. FILE must use the same schema (common.SCHEMA). Tiny-mode entries (a dry run) are
+refused: they measure nothing.
 
 Commit. The GPU machine gets a copy of the working tree without .git, so its entries carry no
 commit; bench_gpu.py records `tree_digest` instead (`tree_digest` below: git's blob ids of the
@@ -103,7 +105,8 @@ def find_commit(digest: str) -> tuple[str | None, bool | None]:
 
 
 def merge(source: dict, target: dict) -> list[str]:
-    """Put source's machine slots into target (in place); returns the keys merged."""
+    """Put source's machine slots into target (in place), group by group (module docstring);
+    returns the keys merged."""
     keys = []
     for key, slot in source["machines"].items():
         tiny = [e["name"] for e in slot["benchmarks"] if e.get("tiny")]
@@ -120,7 +123,9 @@ def merge(source: dict, target: dict) -> list[str]:
             else:
                 where = f"commit {c[:7]}" + (" with uncommitted changes (this working tree)" if dirty else "")
             print(f"{key}: tree digest {d}: {where}")
-        target["machines"][key] = slot
+        groups = {e.get("group") for e in slot["benchmarks"]}
+        kept = [e for e in target["machines"].get(key, {}).get("benchmarks", []) if e.get("group") not in groups]
+        target["machines"][key] = {**slot, "benchmarks": kept + slot["benchmarks"]}
         keys.append(key)
     target["machines"] = dict(sorted(target["machines"].items()))
     return keys

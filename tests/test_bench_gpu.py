@@ -169,17 +169,24 @@ def test_merge_results_folds_in_a_gpu_slot_and_keeps_the_cpu_slots(tmp_path):
     assert f"**{GPU_KEY}**" in table and "gpu loop: first" in table and "NVIDIA H200" in table
     assert report.main(["--check", "--results", str(into), "--readme", str(readme)]) == 0
 
-    # a second GPU file replaces the GPU slot only
+    # a second GPU file replaces the GPU machine's groups it holds, and only those
     gpu.write_text(json.dumps(gpu_results("gpu loop: second")))
     assert merge_results.main([str(gpu), "--into", str(into), "--no-report"]) == 0
     merged = json.loads(into.read_text())["machines"]
     assert [e["name"] for e in merged[GPU_KEY]["benchmarks"]] == ["gpu loop: second"]
     assert {k: v for k, v in merged.items() if k != GPU_KEY} == before
+    other = gpu_results("gpu nuclear: a size")
+    other["machines"][GPU_KEY]["benchmarks"][0]["group"] = "gpu_nuclear"
+    gpu.write_text(json.dumps(other))
+    assert merge_results.main([str(gpu), "--into", str(into), "--no-report"]) == 0
+    merged = json.loads(into.read_text())["machines"]
+    assert [e["name"] for e in merged[GPU_KEY]["benchmarks"]] == ["gpu loop: second", "gpu nuclear: a size"]
 
     # a dry run's tiny entries are refused
     gpu.write_text(json.dumps(gpu_results("gpu loop: tiny", tiny=True)))
     with pytest.raises(SystemExit, match="tiny-mode entries"):
         merge_results.main([str(gpu), "--into", str(into), "--no-report"])
-    assert [e["name"] for e in json.loads(into.read_text())["machines"][GPU_KEY]["benchmarks"]] == ["gpu loop: second"]
+    names = [e["name"] for e in json.loads(into.read_text())["machines"][GPU_KEY]["benchmarks"]]
+    assert names == ["gpu loop: second", "gpu nuclear: a size"]
 
     assert common.COMMITTED_RESULTS.read_bytes() == committed and report.README.read_bytes() == readme_before
