@@ -365,7 +365,9 @@ def test_the_size_limit_follows_the_threads_the_group_trains_on(tmp_path, monkey
         assert [len(g) for g in groups] == [2] and not singles
     else:
         limit = f"{grouping.MAX_PARAMS_ONE_THREAD:,}"
-        assert not groups and all(f"{n:,} parameters > {limit}" in why for _, why in singles)
+        assert not groups and all(
+            f"{n:,} parameters > {limit} (the limit at one torch thread)" in why for _, why in singles
+        )
 
 
 def test_label_noise_from_run_seed_groups_only_same_seed(tmp_path):

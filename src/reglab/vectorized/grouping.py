@@ -203,11 +203,14 @@ def why_not_vectorized(
     n = _count(cfg, built)
     if n is None:
         return f"model: cannot count the parameters of {cfg.model.name} on {cfg.data.dataset} without reading the data"
+    limit_note = ""
     if max_params is None:
-        max_params = max_params_for(torch.get_num_threads())
+        threads = torch.get_num_threads()
+        max_params = max_params_for(threads)
+        limit_note = " (the limit at one torch thread)" if threads <= 1 else ""
     if n > max_params:
         return (
-            f"model: {n:,} parameters > {max_params:,}; "
+            f"model: {n:,} parameters > {max_params:,}{limit_note}; "
             "vectorizing gains nothing on models this large (--vectorize on forces it)"
         )
     kind = device_type(cfg, device)
