@@ -62,7 +62,7 @@ from typing import Any
 
 import torch
 
-from common import BUSY_LOAD, SKIPPED_STATUS, Session, entry, print_table, tiny
+from common import BUSY_LOAD, SKIPPED_STATUS, TIMING_ONLY, Session, entry, print_table, tiny
 from merge_results import tree_digest
 from reglab.build import prepare
 from reglab.config import RunConfig
@@ -95,12 +95,7 @@ NUCLEAR_SIDES = [8, 16] if TINY else [64, 128, 256, 512, 1024, 2048]
 QUIET = [
     "data.dataset=cifar10",  # never read: prepare is given the random task
     "train.epochs=1",
-    "train.eval_at_start=false",
-    "train.eval_train_limit=1",
-    "train.progress=false",
-    "analysis.margins=false",
-    "analysis.spectra=false",
-    "analysis.sparsity=false",
+    *TIMING_ONLY,
 ]
 
 

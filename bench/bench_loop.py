@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from common import Session, entry, mnist_data_dir, print_table, timeit, tiny
+from common import TIMING_ONLY, Session, entry, mnist_data_dir, print_table, timeit, tiny
 from reglab.build import prepare
 from reglab.data import build_task, resolve_data_dir
 from reglab.models import build_model
@@ -63,12 +63,7 @@ def reglab_epoch_time(data_dir) -> float:
         "optim.lr=0.1",
         "train.batch_size=128",
         "train.epochs=1",
-        "train.eval_at_start=false",
-        "train.eval_train_limit=1",
-        "train.progress=false",
-        "analysis.margins=false",
-        "analysis.spectra=false",
-        "analysis.sparsity=false",
+        *TIMING_ONLY,
     ]
     cfg = load_config(None, overrides)
     setup = prepare(cfg, data_dir)

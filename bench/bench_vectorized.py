@@ -36,24 +36,14 @@ from pathlib import Path
 
 import torch
 
-from common import Session, entry, mnist_data_dir, print_table, tiny
+from common import TIMING_ONLY, Session, entry, mnist_data_dir, print_table, tiny
 from reglab.config import config_hash
 from reglab.sweep.grid import PlannedRun
 from reglab.train import run
 from reglab.validation import load_config
 from reglab.vectorized import train_group
 
-QUIET = [
-    "train.eval_at_start=false",
-    "train.eval_every=1000",
-    "train.checkpoint_every=1000",
-    "train.eval_train_limit=1",
-    "data.test_limit=1",
-    "train.progress=false",
-    "analysis.margins=false",
-    "analysis.spectra=false",
-    "analysis.sparsity=false",
-]
+QUIET = [*TIMING_ONLY, "train.eval_every=1000", "train.checkpoint_every=1000", "data.test_limit=1"]
 TINY_EXAMPLES = 1024
 SYNTHETIC_MNIST = [
     "data.dataset=synthetic",

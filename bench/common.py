@@ -52,6 +52,18 @@ BUSY_LOAD = 0.5
 SKIPPED_STATUS = 77
 
 
+# Overrides that leave a run only its training to time: no evaluation at step 0, training metrics
+# on one example, no progress bar, no end-of-run analysis (bench_loop, bench_vectorized, bench_gpu).
+TIMING_ONLY = [
+    "train.eval_at_start=false",
+    "train.eval_train_limit=1",
+    "train.progress=false",
+    "analysis.margins=false",
+    "analysis.spectra=false",
+    "analysis.sparsity=false",
+]
+
+
 def tiny() -> bool:
     return os.environ.get(TINY_ENV, "") not in ("", "0")
 
